@@ -1,0 +1,293 @@
+"""AVX2 building blocks for the integer-dot matvec kernels (x86 only).
+
+Numba never emits vpmaddubsw from plain loops (performance.md), so these
+intrinsics hand LLVM the vector code directly. Three small vector types are
+visible to numba code: I8x32 (<32 x i8>, one 32-element block of codes),
+I32x8 (<8 x i32>, partial dot products) and F32x8 (<8 x float>, a row's
+running sum). Only AVX2 intrinsics are used, so the same kernels run on
+Zen3 and on AVX-512 Xeons. Import this module only when the host has AVX2.
+"""
+
+import localllm._numba_setup  # noqa: F401
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+_i8, _i16, _i32, _f32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
+_V8x32 = ir.VectorType(_i8, 32)
+_V8x16 = ir.VectorType(_i8, 16)
+_V16x16 = ir.VectorType(_i16, 16)
+_V32x8 = ir.VectorType(_i32, 8)
+_F32x8 = ir.VectorType(_f32, 8)
+
+
+class I8x32Type(types.Type):
+    def __init__(self):
+        super().__init__(name="i8x32")
+
+
+class I32x8Type(types.Type):
+    def __init__(self):
+        super().__init__(name="i32x8")
+
+
+class F32x8Type(types.Type):
+    def __init__(self):
+        super().__init__(name="f32x8")
+
+
+i8x32, i32x8, f32x8 = I8x32Type(), I32x8Type(), F32x8Type()
+
+
+def _model(llty):
+    class _Model(models.PrimitiveModel):
+        def __init__(self, dmm, fe_type):
+            super().__init__(dmm, fe_type, llty)
+
+    return _Model
+
+
+register_model(I8x32Type)(_model(_V8x32))
+register_model(I32x8Type)(_model(_V32x8))
+register_model(F32x8Type)(_model(_F32x8))
+
+
+def _splat(llty, value):
+    return ir.Constant(llty, [ir.Constant(llty.element, value)] * llty.count)
+
+
+def _bcast(builder, llty, scalar):
+    """Scalar -> vector with every lane equal."""
+    v = builder.insert_element(ir.Constant(llty, ir.Undefined), scalar, ir.Constant(_i32, 0))
+    return builder.shuffle_vector(v, ir.Constant(llty, ir.Undefined), ir.Constant(ir.VectorType(_i32, llty.count), [0] * llty.count))
+
+
+def _call(builder, name, retty, args):
+    fnty = ir.FunctionType(retty, [a.type for a in args])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+    return builder.call(fn, args)
+
+
+def _addr(context, builder, arrty, arr, offty, off):
+    """Pointer to byte `off` of a 1-D uint8/int8 array."""
+    ary = context.make_array(arrty)(context, builder, arr)
+    off = context.cast(builder, off, offty, types.intp)
+    return builder.gep(ary.data, [off])
+
+
+def _is_byte_array(t):
+    return isinstance(t, types.Array) and t.ndim == 1 and t.dtype in (types.uint8, types.int8)
+
+
+# ---- loads -----------------------------------------------------------------
+
+
+@intrinsic
+def load32(typingctx, arr, off):
+    """32 bytes at arr[off:off+32] as I8x32 (unaligned)."""
+    if not _is_byte_array(arr):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        return builder.load(builder.bitcast(p, _V8x32.as_pointer()), align=1, typ=_V8x32)
+
+    return i8x32(arr, off), codegen
+
+
+@intrinsic
+def load_nibbles(typingctx, arr, off):
+    """16 packed bytes -> 32 codes: low nibbles first, then high nibbles (ggml's order)."""
+    if not _is_byte_array(arr):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        v = builder.load(builder.bitcast(p, _V8x16.as_pointer()), align=1, typ=_V8x16)
+        lo = builder.and_(v, _splat(_V8x16, 0x0F))
+        hi = builder.lshr(v, _splat(_V8x16, 4))
+        return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_i32, 32), list(range(32))))
+
+    return i8x32(arr, off), codegen
+
+
+@intrinsic
+def load_u16(typingctx, arr, off):
+    """Little-endian uint16 at arr[off] (f16 scales)."""
+    if not _is_byte_array(arr):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        return builder.load(builder.bitcast(p, _i16.as_pointer()), align=1, typ=_i16)
+
+    return types.uint16(arr, off), codegen
+
+
+@intrinsic
+def load_u32(typingctx, arr, off):
+    """Little-endian uint32 at arr[off] (Q5_0's high-bit word)."""
+    if not _is_byte_array(arr):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        return builder.load(builder.bitcast(p, _i32.as_pointer()), align=1, typ=_i32)
+
+    return types.uint32(arr, off), codegen
+
+
+# ---- byte arithmetic ---------------------------------------------------------
+
+
+def _byte_op(op):
+    @intrinsic
+    def fn(typingctx, v, c):
+        """Lane-wise byte op with a scalar (broadcast) right-hand side."""
+        if v != i8x32 or not isinstance(c, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            s = builder.trunc(args[1], _i8) if args[1].type.width > 8 else args[1]
+            return getattr(builder, op)(args[0], _bcast(builder, _V8x32, s))
+
+        return i8x32(v, c), codegen
+
+    return fn
+
+
+v_and = _byte_op("and_")
+v_shr = _byte_op("lshr")  # logical: codes are unsigned until the final offset
+v_shl = _byte_op("shl")
+v_subc = _byte_op("sub")
+
+
+@intrinsic
+def v_or(typingctx, a, b):
+    if a != i8x32 or b != i8x32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.or_(args[0], args[1])
+
+    return i8x32(a, b), codegen
+
+
+@intrinsic
+def q5_high_bits(typingctx, qh):
+    """Q5_0's uint32 of fifth bits -> I8x32 with 16 where bit j is set."""
+    if not isinstance(qh, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        w = args[0]
+        w = builder.trunc(w, _i32) if w.type.width > 32 else w
+        bits = builder.bitcast(w, ir.VectorType(ir.IntType(1), 32))
+        return builder.shl(builder.zext(bits, _V8x32), _splat(_V8x32, 4))
+
+    return i8x32(qh), codegen
+
+
+# ---- integer dot products ----------------------------------------------------
+
+
+def _pmadd(builder, u, s):
+    """vpmaddubsw: unsigned u x signed s, adjacent pairs -> 16 x i16."""
+    return _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16x16, [u, s])
+
+
+def _sign_trick(builder, w, x):
+    """|w| and x * sign(w), so a signed x signed product fits vpmaddubsw."""
+    absw = _call(builder, "llvm.abs.v32i8", _V8x32, [w, ir.Constant(ir.IntType(1), 0)])
+    sx = _call(builder, "llvm.x86.avx2.psign.b", _V8x32, [x, w])
+    return absw, sx
+
+
+@intrinsic
+def dot_us(typingctx, u, s):
+    """Unsigned codes (< 128) . signed int8 -> I32x8 partial sums."""
+    if u != i8x32 or s != i8x32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _pmadd(builder, args[0], args[1])
+        return _call(builder, "llvm.x86.avx2.pmadd.wd", _V32x8, [p, _splat(_V16x16, 1)])
+
+    return i32x8(u, s), codegen
+
+
+@intrinsic
+def dot_ss(typingctx, w, x):
+    """Signed codes . signed int8 (x must avoid -128) -> I32x8."""
+    if w != i8x32 or x != i8x32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        absw, sx = _sign_trick(builder, args[0], args[1])
+        p = _pmadd(builder, absw, sx)
+        return _call(builder, "llvm.x86.avx2.pmadd.wd", _V32x8, [p, _splat(_V16x16, 1)])
+
+    return i32x8(w, x), codegen
+
+
+@intrinsic
+def dot_ss16(typingctx, w, x, sc0, sc1):
+    """Like dot_ss, but elements 0..15 are weighted by sc0 and 16..31 by sc1 (Q6_K/Q3_K)."""
+    if w != i8x32 or x != i8x32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        absw, sx = _sign_trick(builder, args[0], args[1])
+        p = _pmadd(builder, absw, sx)
+        a = _bcast(builder, _V16x16, builder.trunc(args[2], _i16))
+        b = _bcast(builder, _V16x16, builder.trunc(args[3], _i16))
+        scales = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_i32, 16), [0] * 8 + [16] * 8))
+        return _call(builder, "llvm.x86.avx2.pmadd.wd", _V32x8, [p, scales])
+
+    return i32x8(w, x, sc0, sc1), codegen
+
+
+# ---- float accumulation --------------------------------------------------------
+
+
+@intrinsic
+def fzero(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_F32x8, [ir.Constant(_f32, 0.0)] * 8)
+
+    return f32x8(), codegen
+
+
+@intrinsic
+def fma_acc(typingctx, acc, scale, v):
+    """acc + scale * float(v), lane-wise (vcvtdq2ps + vfmadd)."""
+    if acc != f32x8 or v != i32x8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        s = context.cast(builder, args[1], sig.args[1], types.float32)
+        fv = builder.sitofp(args[2], _F32x8)
+        return _call(builder, "llvm.fmuladd.v8f32", _F32x8, [fv, _bcast(builder, _F32x8, s), args[0]])
+
+    return f32x8(acc, scale, v), codegen
+
+
+@intrinsic
+def hsum(typingctx, acc):
+    """Sum of the 8 lanes, once per output element."""
+    if acc != f32x8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_i32, 4), [0, 1, 2, 3]))
+        hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_i32, 4), [4, 5, 6, 7]))
+        s = builder.fadd(lo, hi)
+        total = builder.extract_element(s, ir.Constant(_i32, 0))
+        for i in range(1, 4):
+            total = builder.fadd(total, builder.extract_element(s, ir.Constant(_i32, i)))
+        return total
+
+    return types.float32(acc), codegen

@@ -93,5 +93,140 @@ def tokenize(model, text, special, bos):
     click.echo(json.dumps(tok.encode(text, add_bos=bos, special=special)))
 
 
+def sampling_options(f):
+    """The sampling flags shared by run and chat (defaults are llama.cpp's)."""
+    opts = [
+        click.option("-n", "--max-tokens", "max_tokens", type=click.IntRange(min=1), default=128, show_default=True,
+                     help="Maximum tokens to generate."),
+        click.option("--temp", "temperature", type=click.FloatRange(min=0), default=0.8, show_default=True,
+                     help="Temperature; 0 is greedy."),
+        click.option("--top-k", type=int, default=40, show_default=True, help="Keep the k most likely tokens (0: off)."),
+        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
+                     help="Nucleus sampling mass."),
+        click.option("--min-p", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+                     help="Drop tokens below min_p x the top probability."),
+        click.option("--repeat-penalty", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True),
+        click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for reproducible sampling."),
+        click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=16), default=2048, show_default=True,
+                     help="Context window in tokens."),
+        click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
+                     help="Threads (default: $LOCALLLM_THREADS or all cores)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _params(**kw):
+    from .sampling import SamplingParams
+
+    return SamplingParams(**kw)
+
+
+def open_llm(model, n_ctx, threads):
+    """Resolve and load a model, telling the user what the slow first run is doing."""
+    from .api import LLM
+    from .startup import first_run_notice
+
+    path = resolve_model(model)
+    with first_run_notice():
+        llm = LLM(path, n_ctx=n_ctx, threads=threads)
+        llm.warmup()
+    return llm
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.argument("prompt")
+@sampling_options
+@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--draft", metavar="MODEL", default=None, help="Draft model for speculative decoding.")
+@click.option("--stats", is_flag=True, help="Print load time, TTFT, prefill and decode speed to stderr.")
+def run(model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, n_ctx, threads,
+        stop, draft, stats):
+    """Generate a continuation of PROMPT ('-' reads stdin), streamed to stdout."""
+    import time
+
+    from .errors import UsageError
+    from .generation import Stats
+
+    if draft is not None:
+        raise UsageError("--draft: speculative decoding is not implemented yet")
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if not prompt:
+        raise UsageError("the prompt is empty")
+    params = _params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                     repeat_penalty=repeat_penalty, seed=seed, stop=stop)
+    t0 = time.perf_counter()
+    llm = open_llm(model, n_ctx, threads)
+    load_s = time.perf_counter() - t0
+    st = Stats()
+    for piece in llm.stream(prompt, stats=st, **{k: getattr(params, k) for k in (
+            "max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "stop")}):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    if stats:
+        click.echo(f"load {load_s:.2f} s | prompt {st.prompt_tokens} tok | TTFT {st.time_to_first_token_s * 1000:.1f} ms"
+                   f" | prefill {st.prefill_tokens_per_s:.1f} tok/s | decode {st.decode_tokens_per_s:.1f} tok/s"
+                   f" ({st.completion_tokens} tok)", err=True)
+
+
+@cli.command()
+@click.argument("model", required=False, metavar="[MODEL]")
+@sampling_options
+@click.option("--system", default=None, help="System prompt.")
+@click.option("--stats", is_flag=True, help="Print timings after each answer.")
+def chat(model, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, n_ctx, threads, system, stats):
+    """Chat with MODEL (default: smollm2-135m) using its chat template."""
+    from .repl import ChatLoop
+
+    params = _params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                     repeat_penalty=repeat_penalty, seed=seed)
+    llm = open_llm(model, n_ctx, threads)
+    loop = ChatLoop(llm, params, show_stats=stats)
+    loop.system = system
+    loop.run()
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option("-f", "--file", "path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Text file to score.")
+@click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=8), default=512, show_default=True)
+@click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
+def perplexity(model, path, n_ctx, threads):
+    """llama.cpp's perplexity of MODEL on a text file; the last line is 'PPL = <value>'."""
+    from pathlib import Path
+
+    llm = open_llm(model, max(n_ctx, 16), threads)
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    ppl = llm.perplexity(text, n_ctx=n_ctx, progress=ProgressPrinter(unit="chunks"))
+    click.echo(f"PPL = {ppl:.4f}")
+
+
+@cli.command()
+@click.argument("src", metavar="IN", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option("--type", "qtype", required=True,
+              type=click.Choice(["f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"], case_sensitive=False),
+              help="Target type for 2-D weight tensors.")
+def quantize(src, dst, qtype):
+    """Write a copy of IN with its weight matrices converted to TYPE."""
+    from pathlib import Path
+
+    from .errors import UsageError
+    from .gguf import open_gguf
+    from .quant.convert import quantize_gguf
+
+    if Path(src).resolve() == Path(dst).resolve():
+        raise UsageError("OUT must differ from IN")
+    open_gguf(src)  # validate before spending minutes on it
+    bar = ProgressPrinter(unit="tensors")
+    quantize_gguf(src, dst, qtype.lower(), progress=lambda done, total: bar("quantize", done, total))
+    click.echo(dst)
+
+
 def main():
     cli(prog_name="localllm")

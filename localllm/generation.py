@@ -1,0 +1,155 @@
+"""One sequence's generation loop: chunked prefill, decode, sampling, stop handling, timing.
+
+`Session` owns a model and one KV cache and keeps it across calls, so a chat's
+second turn only prefills the tokens the cache does not already hold.
+`iter_generate` is a generator: callers iterate over `Step`s and may stop early.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ContextOverflow
+from .sampling import Sampler, SamplingParams
+from .stopping import StopChecker
+
+PREFILL_CHUNK = 512
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the cache, not prefilled
+    prefilled_tokens: int = 0
+    time_to_first_token_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prefilled_tokens / self.prefill_s if self.prefill_s > 0 else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        # the first token comes out of prefill; decode times the ones after it
+        n = self.completion_tokens - 1
+        return n / self.decode_s if n > 0 and self.decode_s > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "time_to_first_token_s": self.time_to_first_token_s,
+            "prefill_tokens_per_s": self.prefill_tokens_per_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+        }
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" or "length"
+    stats: Stats = field(default_factory=Stats)
+
+
+@dataclass
+class Step:
+    token_id: int | None  # None on a final step that only flushes text
+    text: str  # text safe to show now (UTF-8 complete, stop strings removed)
+    finish_reason: str | None = None
+
+
+class Session:
+    """A model plus one KV cache, reused across calls."""
+
+    def __init__(self, model, n_ctx: int, kv_dtype: str = "f16", threads: int = 1):
+        self.model = model
+        self.cache = model.new_cache(n_ctx, kv_dtype)
+        self.threads = threads
+
+    @property
+    def n_ctx(self) -> int:
+        return self.cache.n_ctx
+
+    def _split(self, n_new: int) -> int:
+        # decode has one query row: split the keys across threads once there are enough of them
+        if n_new == 1 and self.cache.n_tokens >= 256:
+            return self.threads
+        return 1
+
+    def feed(self, ids: Sequence[int], logits_rows=None) -> np.ndarray:
+        """Append ids to the cache in chunks; return logits of the asked rows (default: last)."""
+        out = None
+        n = len(ids)
+        for s in range(0, n, PREFILL_CHUNK):
+            chunk = ids[s : s + PREFILL_CHUNK]
+            last = s + len(chunk) >= n
+            if logits_rows is None:
+                rows = [len(chunk) - 1] if last else []
+            else:
+                rows = [r - s for r in logits_rows if s <= r < s + len(chunk)]
+            res = self.model.forward(chunk, self.cache, logits_rows=rows, n_split=self._split(len(chunk)))
+            out = res if out is None else np.concatenate([out, res])
+        return out
+
+    def prefill(self, prompt_ids: Sequence[int]) -> tuple[np.ndarray, int]:
+        """Bring the cache to exactly prompt_ids; return the last row's logits and how many were reused."""
+        if len(prompt_ids) == 0:
+            raise ValueError("the prompt is empty")
+        if len(prompt_ids) > self.n_ctx:
+            raise ContextOverflow(f"prompt of {len(prompt_ids)} tokens does not fit in n_ctx {self.n_ctx}")
+        keep = min(self.cache.common_prefix(prompt_ids), len(prompt_ids) - 1)  # re-feed >= 1 token for logits
+        self.cache.truncate(keep)
+        return self.feed(list(prompt_ids[keep:]))[-1], keep
+
+
+def iter_generate(session: Session, prompt_ids: Sequence[int], params: SamplingParams, tokenizer,
+                  stats: Stats | None = None) -> Iterator[Step]:
+    """Prefill, then sample until EOS/EOT, a stop string, max_tokens or a full context."""
+    stats = stats if stats is not None else Stats()
+    stats.prompt_tokens = len(prompt_ids)
+    sampler = Sampler(params, session.model.cfg.vocab_size)
+    detok = tokenizer.stream_decoder()
+    stopper = StopChecker(params.stop)
+    stop_ids = tokenizer.stop_ids
+    history = list(prompt_ids)
+
+    t0 = time.perf_counter()
+    logits, stats.cached_tokens = session.prefill(prompt_ids)
+    stats.prefilled_tokens = len(prompt_ids) - stats.cached_tokens
+    t_first = None
+    finish = "length"
+    while stats.completion_tokens < params.max_tokens:
+        token = sampler.sample(logits, history)
+        if t_first is None:
+            t_first = time.perf_counter()
+            stats.prefill_s = stats.time_to_first_token_s = t_first - t0
+        if token in stop_ids:
+            finish = "stop"
+            break
+        stats.completion_tokens += 1
+        history.append(token)
+        text, stopped = stopper.push(detok.add(token))
+        if stopped:
+            yield Step(token, text, "stop")
+            stats.decode_s = time.perf_counter() - t_first
+            return
+        if session.cache.n_tokens >= session.n_ctx:
+            yield Step(token, text)
+            break  # the context is full: no room for this token's key/value
+        yield Step(token, text)
+        if stats.completion_tokens >= params.max_tokens:
+            break
+        logits = session.feed([token])[-1]
+    if t_first is not None:
+        stats.decode_s = time.perf_counter() - t_first
+    tail, stopped = stopper.push(detok.flush())
+    tail += "" if stopped else stopper.flush()
+    yield Step(None, tail, "stop" if stopped else finish)

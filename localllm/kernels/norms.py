@@ -1,0 +1,31 @@
+"""RMSNorm, as llama.cpp computes it: the sum of squares in double precision."""
+
+import numpy as np
+from numba import njit, prange
+
+import localllm._numba_setup  # noqa: F401
+
+
+@njit(cache=True, fastmath=False)
+def rmsnorm_rows(out, x, w, eps):
+    """out[r, :] = x[r, :] / sqrt(mean(x[r]^2) + eps) * w.
+
+    out, x: (R, D) float32 (may alias); w: (D,) float32.
+    """
+    R, D = x.shape
+    for r in range(R):
+        ss = 0.0
+        for i in range(D):
+            v = np.float64(x[r, i])
+            ss += v * v
+        scale = np.float32(1.0 / np.sqrt(np.float32(ss / D) + eps))
+        for i in range(D):
+            out[r, i] = x[r, i] * scale * w[i]
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float, out: np.ndarray | None = None) -> np.ndarray:
+    """RMSNorm over the last axis of x (any leading shape); w has the last axis' length."""
+    x2 = x.reshape(-1, x.shape[-1])  # (R, D)
+    o = np.empty_like(x2) if out is None else out.reshape(-1, x.shape[-1])
+    rmsnorm_rows(o, x2, w, np.float32(eps))
+    return o.reshape(x.shape)

@@ -53,13 +53,29 @@ def assert_bits_equal(a, b):
     assert not bad.any(), f"{bad.sum()} of {bad.size} values differ, e.g. {a32[bad][:4]} vs {b32[bad][:4]}"
 
 
-def q8_roundtrip(x):
-    """What the int8 activation path sees: x rounded to int8 blocks of 32 with an f32 scale."""
+K_QUANTS = {T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS}
+
+
+def q8_roundtrip(x, qtype):
+    """What the int8 activation path sees, in llama.cpp's format for this weight type.
+
+    Q8_0/Q8_1: blocks of 32, codes rint(x * 127/amax), scale amax/127 stored as f16.
+    Q8_K: blocks of 256, the largest-magnitude element maps to -127, f32 scale.
+    """
     m, k = x.shape
+    if qtype in K_QUANTS:
+        blocks = x.reshape(m, k // 256, 256).astype(np.float32)
+        idx = np.abs(blocks).argmax(axis=-1)[..., None]
+        mx = np.take_along_axis(blocks, idx, axis=-1)
+        iscale = np.divide(np.float32(-127), mx, out=np.zeros_like(mx), where=mx != 0)
+        q = np.minimum(np.rint(blocks * iscale), 127)
+        d = np.divide(np.float32(1), iscale, out=np.zeros_like(iscale), where=iscale != 0)
+        return (q * d).reshape(m, k)
     blocks = x.reshape(m, k // 32, 32)
-    d = np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127)
-    inv = np.divide(1, d, out=np.zeros_like(d), where=d > 0)
-    return (np.rint(blocks * inv) * d).reshape(m, k)
+    amax = np.abs(blocks).max(axis=-1, keepdims=True)
+    inv = np.divide(np.float32(127), amax, out=np.zeros_like(amax), where=amax > 0)
+    d16 = (amax / np.float32(127)).astype(np.float16).astype(np.float32)
+    return (np.rint(blocks * inv) * d16).reshape(m, k)
 
 
 def check_linear(qtype, raw, n, k, x):
@@ -72,7 +88,7 @@ def check_linear(qtype, raw, n, k, x):
     scale = np.abs(exact).max() + 1e-30
     if dispatch.USE_X86 and qtype in INT_DOT and x.shape[0] <= dispatch.SMALL_M_MAX:
         # int8 activations: tight against the rounded activation, loose against f32
-        seen = q8_roundtrip(x).astype(np.float64) @ wf.T
+        seen = q8_roundtrip(x, qtype).astype(np.float64) @ wf.T
         assert np.abs(out - seen).max() / scale < 2e-3
         assert np.abs(out - exact).max() / scale < 3e-2
     else:

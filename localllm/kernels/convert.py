@@ -1,24 +1,11 @@
 """Reading and writing KV-cache elements that are stored as f16 bits or f32."""
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 import localllm._numba_setup  # noqa: F401  (threading layer and cache dir first)
-from localllm.quant.f16 import f16_to_f32
-
-
-@intrinsic
-def _fptrunc_half(typingctx, val):
-    """float32 -> f16 bits (uint16), rounding to nearest even like numpy's astype."""
-    sig = types.uint16(types.float32)
-
-    def codegen(context, builder, signature, args):
-        half = builder.fptrunc(args[0], ir.HalfType())
-        return builder.bitcast(half, ir.IntType(16))
-
-    return sig, codegen
+from localllm.quant.f16 import f16_to_f32, f32_to_f16
 
 
 def as_f32(v):
@@ -40,7 +27,7 @@ def from_f32(v, like):
 @overload(from_f32, inline="always")
 def _from_f32_impl(v, like):
     if isinstance(like, types.Integer):
-        return lambda v, like: _fptrunc_half(np.float32(v))
+        return lambda v, like: f32_to_f16(v)
     return lambda v, like: np.float32(v)
 
 

@@ -26,7 +26,7 @@ from llvmlite import binding as _llvm
 from localllm.quant.dequant import dequant_rows, dequant_rows_serial
 from localllm.quant.formats import get_format
 from localllm.quant.matmul_generic import mm_generic
-from localllm.quant.q8act import quantize_q8
+from localllm.quant.q8act import ACT_FORMAT, quantize_activations
 
 # Up to this many rows, the one-pass kernels win over dequantize + sgemm (measured,
 # crossover ~M=100 on a busy 2-core machine; re-measure with scripts/bench_quant.py).
@@ -104,7 +104,7 @@ def _small_m(x: np.ndarray, w: QuantTensor, out: np.ndarray) -> None:
         xq = np.empty((m, k), np.int8)  # (M, K) activation codes
         xd = np.empty((m, k // 32), np.float32)  # (M, K/32) block scales
         xm = np.empty((m, k // 32), np.float32)  # (M, K/32) scale * code sum
-        quantize_q8(x, xq, xd, xm)
+        quantize_activations(x, ACT_FORMAT[code], xq, xd, xm)
         matvec_x86.KERNELS[code](w.raw, xq, xd, xm, out, tiles)
     elif USE_X86 and code in _FLOAT_CODES:
         matvec_x86.mm_float(w.raw, code, x, out, tiles)

@@ -24,6 +24,30 @@ def _fpext_half(typingctx, bits):
     return sig, codegen
 
 
+@intrinsic
+def _fptrunc_half(typingctx, val):
+    """float32 -> f16 bits (uint16), rounding to nearest even like numpy's astype."""
+    sig = types.uint16(types.float32)
+
+    def codegen(context, builder, signature, args):
+        half = builder.fptrunc(args[0], ir.HalfType())
+        return builder.bitcast(half, ir.IntType(16))
+
+    return sig, codegen
+
+
+@njit(inline="always", cache=True)
+def f32_to_f16(v):
+    """Narrow one float32 to f16 bits (uint16)."""
+    return _fptrunc_half(np.float32(v))
+
+
+@njit(inline="always", cache=True)
+def round_f16(v):
+    """v rounded to the nearest f16 value, as float32 (what storing a scale as f16 does)."""
+    return _fpext_half(_fptrunc_half(np.float32(v)))
+
+
 @njit(inline="always", cache=True)
 def f16_to_f32(bits):
     """Widen one f16 value given as its uint16 bits."""

@@ -1,7 +1,7 @@
 """AVX2 integer-dot matmul kernels for small M (decode, batched decode, verification).
 
 Every kernel computes out[m, r] = dot(dequant(raw[r]), x[m]) for all M
-activation rows, with x pre-quantized by q8act.quantize_q8. The weight row
+activation rows, with x pre-quantized by q8act.quantize_activations. The weight row
 (a few KB) is read from memory once and stays in L1 while it is dotted with
 the M activation rows, so M = 1..16 costs one pass over the weights.
 

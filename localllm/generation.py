@@ -88,6 +88,9 @@ class Session:
         """Append ids to the cache in chunks; return logits of the asked rows (default: last)."""
         out = None
         n = len(ids)
+        # check the whole input up front: a failure in a later chunk must not leave earlier ones cached
+        self.cache.check_room(n)
+        self.model.check_tokens(ids)
         for s in range(0, n, PREFILL_CHUNK):
             chunk = ids[s : s + PREFILL_CHUNK]
             last = s + len(chunk) >= n

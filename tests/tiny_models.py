@@ -70,7 +70,7 @@ def write_tiny_model(path: Path, arch: str = "llama", qtype: Q = Q.Q8_0, n_layer
     w.add_add_bos_token(arch == "gemma3")
 
     def mat(name, n_out, n_in, scale=None):
-        a = rng.standard_normal((n_out, n_in)).astype(np.float32) * (scale or 1.0 / np.sqrt(n_in))
+        a = rng.standard_normal((n_out, n_in)).astype(np.float32) * np.float32(scale or 1.0 / np.sqrt(n_in))
         if qtype == Q.F32:
             w.add_tensor(name, a)
         else:

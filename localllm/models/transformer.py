@@ -171,6 +171,17 @@ class Transformer:
 
     # ---- forward ------------------------------------------------------------
 
+    def check_tokens(self, tokens) -> np.ndarray:
+        """tokens as a 1-D int64 array; ValueError for anything else or ids outside the vocabulary."""
+        arr = np.asarray(tokens)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError(f"tokens must be a non-empty 1-D sequence of ids, got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"token ids must be integers, got {arr.dtype}")
+        if arr.min() < 0 or arr.max() >= self.cfg.vocab_size:
+            raise ValueError(f"token id out of range [0, {self.cfg.vocab_size})")
+        return arr.astype(np.int64, copy=False)
+
     def forward(self, tokens, cache: KVCache, logits_rows=None, n_split: int = 1) -> np.ndarray:
         """Feed tokens at positions cache.n_tokens.. and return logits for the asked rows.
 
@@ -178,12 +189,8 @@ class Transformer:
         Returns float32 (len(logits_rows), vocab). Rows nobody asked for never reach
         the LM head, the largest matmul for big vocabularies.
         """
-        tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = self.check_tokens(tokens)
         T = len(tokens)
-        if T == 0:
-            raise ValueError("forward needs at least one token")
-        if tokens.min() < 0 or tokens.max() >= self.cfg.vocab_size:
-            raise ValueError(f"token id out of range [0, {self.cfg.vocab_size})")
         cache.check_room(T)
         start = cache.n_tokens
         positions = np.arange(start, start + T, dtype=np.int32)

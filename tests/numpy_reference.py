@@ -63,7 +63,11 @@ def silu(x):
 
 
 def gelu_tanh(x):
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    """llama.cpp's GELU: a table over f16 inputs holding f16 results; identity / zero past |x| >= 10."""
+    f16 = lambda a: np.asarray(a).astype(np.float16).astype(np.float64)
+    xh = f16(x)
+    y = f16(0.5 * xh * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (xh + 0.044715 * xh**3))))
+    return np.where(x <= -10, 0.0, np.where(x >= 10, x, y))
 
 
 class ReferenceModel:

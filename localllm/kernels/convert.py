@@ -5,7 +5,7 @@ from numba import njit, types
 from numba.extending import overload
 
 import localllm._numba_setup  # noqa: F401  (threading layer and cache dir first)
-from localllm.quant.f16 import f16_to_f32, f32_to_f16
+from localllm.quant.f16 import f16_to_f32, f32_to_f16, round_f16
 
 
 def as_f32(v):
@@ -18,6 +18,23 @@ def _as_f32_impl(v):
     if isinstance(v, types.Integer):
         return lambda v: f16_to_f32(v)
     return lambda v: np.float32(v)
+
+
+def round_like(v, like):
+    """v rounded to the cache's element precision: f16 for f16 caches, unchanged for f32.
+
+    llama.cpp converts a matmul's second operand to the first one's type, so
+    with an f16 cache the queries (for K) and the probabilities (for V) pass
+    through f16; with an f32 cache they stay f32.
+    """
+    raise NotImplementedError  # only callable from numba-compiled code
+
+
+@overload(round_like, inline="always")
+def _round_like_impl(v, like):
+    if isinstance(like, types.Integer):
+        return lambda v, like: round_f16(v)
+    return lambda v, like: np.float32(v)
 
 
 def from_f32(v, like):

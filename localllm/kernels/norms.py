@@ -1,4 +1,5 @@
-"""RMSNorm, as llama.cpp computes it: the sum of squares in double precision."""
+"""RMSNorm, rounded as llama.cpp rounds it: squares in f32 summed in double,
+the mean and 1/sqrt in f32, then x * scale * w in f32."""
 
 import numpy as np
 from numba import njit, prange
@@ -16,9 +17,9 @@ def rmsnorm_rows(out, x, w, eps):
     for r in range(R):
         ss = 0.0
         for i in range(D):
-            v = np.float64(x[r, i])
-            ss += v * v
-        scale = np.float32(1.0 / np.sqrt(np.float32(ss / D) + eps))
+            v = x[r, i]
+            ss += np.float64(v * v)
+        scale = np.float32(1.0) / np.sqrt(np.float32(ss / D) + eps)
         for i in range(D):
             out[r, i] = x[r, i] * scale * w[i]
 

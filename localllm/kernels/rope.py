@@ -4,6 +4,10 @@
 "neox" (gemma, qwen2): rotate pairs (i, i + rope_dim/2).
 Frequency i is base^(-2i/rope_dim), divided by an optional per-frequency factor
 (llama 3's rope_freqs tensor); positions are divided by a linear scale.
+
+The angles are built the way llama.cpp builds them, in float32 by repeated
+multiplication (theta_{i+1} = theta_i * base^(-2/rope_dim)), because the
+reference logits depend on those exact roundings at later positions.
 """
 
 import numpy as np
@@ -18,12 +22,15 @@ def rope_inplace(x, positions, base, rope_dim, neox, pos_scale, freq_factors):
     freq_factors: (rope_dim/2,) float32, ones when the model has none."""
     T, H, _ = x.shape
     half = rope_dim // 2
+    theta_scale = np.float32(np.power(np.float32(base), np.float32(-2.0) / np.float32(rope_dim)))
+    inv_scale = np.float32(1.0) / np.float32(pos_scale)
     for t in range(T):
-        p = positions[t] / pos_scale
+        theta = np.float32(positions[t])
         for i in range(half):
-            theta = p * base ** (-2.0 * i / rope_dim) / freq_factors[i]
-            c = np.float32(np.cos(theta))
-            s = np.float32(np.sin(theta))
+            angle = inv_scale * (theta / freq_factors[i])
+            c = np.cos(angle)
+            s = np.sin(angle)
+            theta = np.float32(theta * theta_scale)
             if neox:
                 a, b = i, i + half
             else:

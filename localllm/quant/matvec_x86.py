@@ -20,14 +20,19 @@ import localllm._numba_setup  # noqa: F401
 import numpy as np
 from numba import njit, prange
 
+from localllm.kernels.fmath import fma32
 from localllm.quant.f16 import bf16_to_f32, f16_to_f32
 from localllm.quant.simd_x86 import (
     dot_ss,
     dot_ss16,
     dot_us,
+    dot_us_scaled,
     fma_acc,
     fzero,
     hsum,
+    iadd,
+    ihsum,
+    izero,
     load32,
     load_nibbles,
     load_u16,
@@ -62,8 +67,12 @@ def _tile(n_rows, n_tiles, t):
 
 
 # Legacy 32-element formats: one helper per format adds block b of a row to an
-# accumulator; the kernels alternate two accumulators so consecutive blocks do
-# not wait on each other's FMA latency.
+# 8-lane accumulator. The kernels keep llama.cpp's AVX2 arithmetic exactly: one
+# accumulator, a fused multiply-add per block, its lane-sum order, and for
+# Q4_1 the min terms summed separately in block order. With the same int8
+# activations (q8act) the results are then bit-identical to llama.cpp's, which
+# matters because a 1-ulp difference can flip an activation code downstream.
+# No fastmath here: it would let LLVM reorder those sums.
 
 
 @njit(inline="always", cache=True)
@@ -92,7 +101,7 @@ def _q8_0(acc, row, b, x, s):
     return fma_acc(acc, _half(row, o) * s[b], dot_ss(load32(row, o + 2), load32(x, b * 32)))
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True)
 def mm_q4_0(raw, xq, xd, xm, out, n_tiles):
     M, nb = xd.shape
     for t in prange(n_tiles):
@@ -101,16 +110,13 @@ def mm_q4_0(raw, xq, xd, xm, out, n_tiles):
             row = raw[r]  # (nb * 18,)
             for m in range(M):
                 x, s = xq[m], xd[m]
-                a0, a1 = fzero(), fzero()
-                for b in range(0, nb - 1, 2):
-                    a0 = _q4_0(a0, row, b, x, s)
-                    a1 = _q4_0(a1, row, b + 1, x, s)
-                if nb & 1:
-                    a0 = _q4_0(a0, row, nb - 1, x, s)
-                out[m, r] = hsum(a0) + hsum(a1)
+                acc = fzero()
+                for b in range(nb):
+                    acc = _q4_0(acc, row, b, x, s)
+                out[m, r] = hsum(acc)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True)
 def mm_q4_1(raw, xq, xd, xm, out, n_tiles):
     M, nb = xd.shape
     for t in prange(n_tiles):
@@ -119,20 +125,15 @@ def mm_q4_1(raw, xq, xd, xm, out, n_tiles):
             row = raw[r]  # (nb * 20,)
             for m in range(M):
                 x, s, sm = xq[m], xd[m], xm[m]
-                a0, a1 = fzero(), fzero()
-                m0, m1 = np.float32(0.0), np.float32(0.0)
-                for b in range(0, nb - 1, 2):
-                    a0 = _q4_1(a0, row, b, x, s)
-                    a1 = _q4_1(a1, row, b + 1, x, s)
-                    m0 += _half(row, b * 20 + 2) * sm[b]
-                    m1 += _half(row, b * 20 + 22) * sm[b + 1]
-                if nb & 1:
-                    a0 = _q4_1(a0, row, nb - 1, x, s)
-                    m0 += _half(row, nb * 20 - 18) * sm[nb - 1]
-                out[m, r] = hsum(a0) + hsum(a1) + (m0 + m1)
+                acc = fzero()
+                mins = np.float32(0.0)
+                for b in range(nb):
+                    mins = fma32(_half(row, b * 20 + 2), sm[b], mins)  # gcc contracts llama.cpp's a += b * c
+                    acc = _q4_1(acc, row, b, x, s)
+                out[m, r] = hsum(acc) + mins
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True)
 def mm_q5_0(raw, xq, xd, xm, out, n_tiles):
     M, nb = xd.shape
     for t in prange(n_tiles):
@@ -141,16 +142,13 @@ def mm_q5_0(raw, xq, xd, xm, out, n_tiles):
             row = raw[r]  # (nb * 22,)
             for m in range(M):
                 x, s = xq[m], xd[m]
-                a0, a1 = fzero(), fzero()
-                for b in range(0, nb - 1, 2):
-                    a0 = _q5_0(a0, row, b, x, s)
-                    a1 = _q5_0(a1, row, b + 1, x, s)
-                if nb & 1:
-                    a0 = _q5_0(a0, row, nb - 1, x, s)
-                out[m, r] = hsum(a0) + hsum(a1)
+                acc = fzero()
+                for b in range(nb):
+                    acc = _q5_0(acc, row, b, x, s)
+                out[m, r] = hsum(acc)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True)
 def mm_q8_0(raw, xq, xd, xm, out, n_tiles):
     M, nb = xd.shape
     for t in prange(n_tiles):
@@ -159,40 +157,76 @@ def mm_q8_0(raw, xq, xd, xm, out, n_tiles):
             row = raw[r]  # (nb * 34,)
             for m in range(M):
                 x, s = xq[m], xd[m]
-                a0, a1 = fzero(), fzero()
-                for b in range(0, nb - 1, 2):
-                    a0 = _q8_0(a0, row, b, x, s)
-                    a1 = _q8_0(a1, row, b + 1, x, s)
-                if nb & 1:
-                    a0 = _q8_0(a0, row, nb - 1, x, s)
-                out[m, r] = hsum(a0) + hsum(a1)
+                acc = fzero()
+                for b in range(nb):
+                    acc = _q8_0(acc, row, b, x, s)
+                out[m, r] = hsum(acc)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(cache=True)
+def _group_sums(xq):
+    """Integer sum of each 32-code group of the activation rows: (M, K/32) int32."""
+    M, K = xq.shape
+    gs = np.zeros((M, K // 32), np.int32)
+    for m in range(M):
+        for g in range(K // 32):
+            acc = np.int32(0)
+            for i in range(32):
+                acc += np.int32(xq[m, 32 * g + i])
+            gs[m, g] = acc
+    return gs
+
+
+# K-quants follow llama.cpp's AVX2 order: a super-block's scaled lane sums are
+# added as integers, then one fused multiply-add by d_weight * d_activation per
+# super-block. Activations are Q8_K, so xd holds the super-block scale repeated
+# over its 8 groups. No fastmath.
+#
+# Q4_K: llama.cpp repacks Q4_K rows in groups of 8. Its kernels keep one float
+# per output: a single activation row (gemv, and the M % 4 rows left over from a
+# batch) adds isum * (d * dx) and imin * (dmin * dx) once per super-block; rows
+# in groups of 4 (gemm) add them once per 64 elements. out = acc - accm. Both
+# orders are reproduced here, chosen by the row's place in the batch.
+
+
+@njit(parallel=True, cache=True)
 def mm_q4_k(raw, xq, xd, xm, out, n_tiles):
     M, nb32 = xd.shape
+    gs = _group_sums(xq)  # (M, K/32) integer code sums, for the min terms
+    m_gemm = M // 4 * 4  # rows llama.cpp would run through its 4-row gemm
     for t in prange(n_tiles):
         r0, r1 = _tile(raw.shape[0], n_tiles, t)
         for r in range(r0, r1):
             row = raw[r]  # (nb32 / 8 * 144,)
             for m in range(M):
-                x, s, sm = xq[m], xd[m], xm[m]
-                a0, a1 = fzero(), fzero()
-                mins = np.float32(0.0)
+                x = xq[m]
+                per_64 = m < m_gemm
+                acc = np.float32(0.0)
+                accm = np.float32(0.0)
                 for b in range(nb32 // 8):
                     o = b * 144
-                    d, dmin = _half(row, o), _half(row, o + 2)
-                    msum = np.float32(0.0)  # this super-block's sum of min * x, kept off the long chain
+                    dx = xd[m, 8 * b]
+                    dd = _half(row, o) * dx
+                    dm = _half(row, o + 2) * dx
+                    lanes = izero()
+                    imin = np.int32(0)
                     for c in range(4):
-                        q = load32(row, o + 16 + 32 * c)  # sub-blocks 2c (low) and 2c+1 (high)
+                        q = load32(row, o + 16 + 32 * c)  # groups 2c (low nibbles) and 2c+1 (high)
                         g = 8 * b + 2 * c
                         sc0, mn0 = _scale_min(row, o + 4, 2 * c)
                         sc1, mn1 = _scale_min(row, o + 4, 2 * c + 1)
-                        a0 = fma_acc(a0, d * np.float32(sc0) * s[g], dot_us(v_and(q, 0xF), load32(x, 32 * g)))
-                        a1 = fma_acc(a1, d * np.float32(sc1) * s[g + 1], dot_us(v_shr(q, 4), load32(x, 32 * g + 32)))
-                        msum += np.float32(mn0) * sm[g] + np.float32(mn1) * sm[g + 1]
-                    mins += dmin * msum
-                out[m, r] = hsum(a0) + hsum(a1) - mins
+                        lanes = iadd(lanes, iadd(dot_us_scaled(v_and(q, 0xF), load32(x, 32 * g), sc0),
+                                                 dot_us_scaled(v_shr(q, 4), load32(x, 32 * g + 32), sc1)))
+                        imin += mn0 * gs[m, g] + mn1 * gs[m, g + 1]
+                        if per_64:
+                            acc = fma32(np.float32(ihsum(lanes)), dd, acc)
+                            accm = fma32(np.float32(imin), dm, accm)
+                            lanes = izero()
+                            imin = np.int32(0)
+                    if not per_64:
+                        acc = fma32(np.float32(ihsum(lanes)), dd, acc)
+                        accm = fma32(np.float32(imin), dm, accm)
+                out[m, r] = acc - accm
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -225,7 +259,7 @@ def mm_q5_k(raw, xq, xd, xm, out, n_tiles):
                 out[m, r] = hsum(a0) + hsum(a1) - mins
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True)
 def mm_q6_k(raw, xq, xd, xm, out, n_tiles):
     M, nb32 = xd.shape
     for t in prange(n_tiles):
@@ -234,11 +268,11 @@ def mm_q6_k(raw, xq, xd, xm, out, n_tiles):
             row = raw[r]  # (nb32 / 8 * 210,)
             sc = row.view(np.int8)  # int8 scales live at o + 192 of each block
             for m in range(M):
-                x, s = xq[m], xd[m]
-                a0, a1 = fzero(), fzero()
+                x = xq[m]
+                acc = fzero()
                 for b in range(nb32 // 8):
                     o = b * 210
-                    d = _half(row, o + 208)
+                    isum = izero()
                     for h in range(2):
                         qh = load32(row, o + 128 + 32 * h)
                         ql0 = load32(row, o + 64 * h)
@@ -250,11 +284,11 @@ def mm_q6_k(raw, xq, xd, xm, out, n_tiles):
                             w1 = v_subc(v_or(lo1, v_shl(v_and(v_shr(qh, 2 * k + 2), 3), 4)), 32)
                             g = 8 * b + 4 * h + k
                             i = o + 192 + 8 * h + 2 * k  # two int8 scales per 32-elem group
-                            p0 = dot_ss16(w0, load32(x, 32 * g), np.int32(sc[i]), np.int32(sc[i + 1]))
-                            p1 = dot_ss16(w1, load32(x, 32 * g + 32), np.int32(sc[i + 2]), np.int32(sc[i + 3]))
-                            a0 = fma_acc(a0, d * s[g], p0)
-                            a1 = fma_acc(a1, d * s[g + 1], p1)
-                out[m, r] = hsum(a0) + hsum(a1)
+                            isum = iadd(isum, dot_ss16(w0, load32(x, 32 * g), np.int32(sc[i]), np.int32(sc[i + 1])))
+                            isum = iadd(isum, dot_ss16(w1, load32(x, 32 * g + 32), np.int32(sc[i + 2]),
+                                                       np.int32(sc[i + 3])))
+                    acc = fma_acc(acc, xd[m, 8 * b] * _half(row, o + 208), isum)
+                out[m, r] = hsum(acc)
 
 
 @njit(parallel=True, cache=True, fastmath=True)

@@ -249,6 +249,55 @@ def dot_ss16(typingctx, w, x, sc0, sc1):
     return i32x8(w, x, sc0, sc1), codegen
 
 
+@intrinsic
+def dot_us_scaled(typingctx, u, s, sc):
+    """Unsigned codes . signed int8, each 4-element lane sum times the integer scale sc -> I32x8."""
+    if u != i8x32 or s != i8x32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _pmadd(builder, args[0], args[1])
+        scales = _bcast(builder, _V16x16, builder.trunc(args[2], _i16))
+        return _call(builder, "llvm.x86.avx2.pmadd.wd", _V32x8, [p, scales])
+
+    return i32x8(u, s, sc), codegen
+
+
+@intrinsic
+def izero(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_V32x8, [ir.Constant(_i32, 0)] * 8)
+
+    return i32x8(), codegen
+
+
+@intrinsic
+def iadd(typingctx, a, b):
+    """Lane-wise int32 add: exact, so a super-block's lanes can be summed before one float step."""
+    if a != i32x8 or b != i32x8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.add(args[0], args[1])
+
+    return i32x8(a, b), codegen
+
+
+@intrinsic
+def ihsum(typingctx, a):
+    """Sum of the 8 int32 lanes (exact)."""
+    if a != i32x8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        total = builder.extract_element(args[0], ir.Constant(_i32, 0))
+        for i in range(1, 8):
+            total = builder.add(total, builder.extract_element(args[0], ir.Constant(_i32, i)))
+        return total
+
+    return types.int32(a), codegen
+
+
 # ---- float accumulation --------------------------------------------------------
 
 
@@ -262,21 +311,22 @@ def fzero(typingctx):
 
 @intrinsic
 def fma_acc(typingctx, acc, scale, v):
-    """acc + scale * float(v), lane-wise (vcvtdq2ps + vfmadd)."""
+    """acc + scale * float(v), lane-wise (vcvtdq2ps + vfmadd), always fused, as llama.cpp's AVX2 code is."""
     if acc != f32x8 or v != i32x8:
         return None
 
     def codegen(context, builder, sig, args):
         s = context.cast(builder, args[1], sig.args[1], types.float32)
         fv = builder.sitofp(args[2], _F32x8)
-        return _call(builder, "llvm.fmuladd.v8f32", _F32x8, [fv, _bcast(builder, _F32x8, s), args[0]])
+        return _call(builder, "llvm.fma.v8f32", _F32x8, [fv, _bcast(builder, _F32x8, s), args[0]])
 
     return f32x8(acc, scale, v), codegen
 
 
 @intrinsic
 def hsum(typingctx, acc):
-    """Sum of the 8 lanes, once per output element."""
+    """Sum of the 8 lanes, once per output element, in llama.cpp's order:
+    s_i = v_i + v_(i+4), then (s_0 + s_2) + (s_1 + s_3)."""
     if acc != f32x8:
         return None
 
@@ -285,9 +335,7 @@ def hsum(typingctx, acc):
         lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_i32, 4), [0, 1, 2, 3]))
         hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_i32, 4), [4, 5, 6, 7]))
         s = builder.fadd(lo, hi)
-        total = builder.extract_element(s, ir.Constant(_i32, 0))
-        for i in range(1, 4):
-            total = builder.fadd(total, builder.extract_element(s, ir.Constant(_i32, i)))
-        return total
+        e = [builder.extract_element(s, ir.Constant(_i32, i)) for i in range(4)]
+        return builder.fadd(builder.fadd(e[0], e[2]), builder.fadd(e[1], e[3]))
 
     return types.float32(acc), codegen

@@ -1,0 +1,94 @@
+"""Scalar float helpers whose rounding is fixed, for kernels that mirror llama.cpp's sums."""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """a * b + c with one rounding (a fused multiply-add), for float32 a, b, c."""
+    if not all(t == types.float32 for t in (a, b, c)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        f = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [f], ir.FunctionType(f, [f, f, f]))
+        return builder.call(fn, args)
+
+    return types.float32(a, b, c), codegen
+
+
+@njit(inline="always", cache=True)
+def hsum8(a):
+    """Sum of 8 lanes in the order of an AVX horizontal add: pairs (i, i+4), then (0+2) + (1+3)."""
+    s0 = a[0] + a[4]
+    s1 = a[1] + a[5]
+    s2 = a[2] + a[6]
+    s3 = a[3] + a[7]
+    return (s0 + s2) + (s1 + s3)
+
+
+@njit(inline="always", cache=True)
+def hsum32(acc):
+    """Reduce 4 x 8 lanes (acc (4, 8)) as ggml's AVX f32 reduction does: (0+2), (1+3), then
+    (0+1); lanes i + i+4; then pairwise horizontal adds."""
+    t = np.empty(4, np.float32)
+    for i in range(4):
+        a = (acc[0, i] + acc[2, i]) + (acc[1, i] + acc[3, i])
+        b = (acc[0, i + 4] + acc[2, i + 4]) + (acc[1, i + 4] + acc[3, i + 4])
+        t[i] = a + b
+    return (t[0] + t[1]) + (t[2] + t[3])
+
+
+# The vectorised expf that llama.cpp's AVX2 build uses for softmax and SiLU: a
+# range reduction x = n*ln2 + b, a degree-5 polynomial in b, and a scale by 2^n
+# built from exponent bits (an Arm optimized-routines design, max error ~1.95 ulp).
+# Reproducing it keeps our softmax and SiLU bit-identical to the reference.
+_SHIFT = np.float32(float.fromhex("0x1.8p23"))
+_LOG2E = np.float32(float.fromhex("0x1.715476p+0"))
+_LN2_HI = np.float32(float.fromhex("0x1.62e4p-1"))
+_LN2_LO = np.float32(float.fromhex("0x1.7f7d1cp-20"))
+_C1 = np.float32(float.fromhex("0x1.ffffecp-1"))
+_C2 = np.float32(float.fromhex("0x1.fffdb6p-2"))
+_C3 = np.float32(float.fromhex("0x1.555e66p-3"))
+_C4 = np.float32(float.fromhex("0x1.573e2ep-5"))
+_C5 = np.float32(float.fromhex("0x1.0e4020p-7"))
+_ONE_BITS = np.uint32(0x3F800000)
+
+
+@njit(inline="always", cache=True)
+def _bits(x):
+    return np.array([x], np.float32).view(np.uint32)[0]
+
+
+@njit(inline="always", cache=True)
+def _float(u):
+    return np.array([u], np.uint32).view(np.float32)[0]
+
+
+@njit(inline="always", cache=True)
+def expf_ggml(x):
+    """exp(x) for float32 x, rounded exactly as llama.cpp's AVX2 ggml_v_expf."""
+    z = fma32(x, _LOG2E, _SHIFT)
+    n = z - _SHIFT
+    b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
+    e = np.uint32(_bits(z) << np.uint32(23))
+    k = _float(np.uint32(e + _ONE_BITS))
+    u = b * b
+    j = fma32(fma32(fma32(_C5, b, _C4), u, fma32(_C3, b, _C2)), u, _C1 * b)
+    if not abs(n) > np.float32(126.0):
+        return fma32(j, k, k)
+    g = np.uint32(0x82000000) if n <= 0 else np.uint32(0)
+    s1 = _float(np.uint32(g + np.uint32(0x7F000000)))
+    if abs(n) > np.float32(192.0):
+        return s1 * s1
+    s2 = _float(np.uint32(e - g))
+    return fma32(s2, j, s2) * s1
+
+
+@njit(inline="always", cache=True)
+def silu_ggml(x):
+    """x / (1 + exp(-x)) with llama.cpp's expf."""
+    return x / (np.float32(1.0) + expf_ggml(-x))

@@ -21,6 +21,27 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 class _Group(click.Group):
     """Turns LocalLLMError (and anything unexpected) into one clear stderr line."""
 
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        """click's main, except that a usage error is one line too (no usage block)."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `localllm`: the help text, as before
+                e.show()
+            else:
+                where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+                click.echo(f"error: {e.format_message()}{where}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # an int is click's exit code for --help/--version
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)

@@ -71,24 +71,27 @@ class ChatLoop:
     def say(self, text: str) -> None:
         print(text, file=self.err, flush=True)
 
-    def conversation(self) -> list[dict]:
+    def conversation(self, messages: list[dict] | None = None) -> list[dict]:
         sys_msg = [{"role": "system", "content": self.system}] if self.system else []
-        return sys_msg + self.messages
+        return sys_msg + (self.messages if messages is None else messages)
 
     def _fit_ids(self) -> list[int]:
         """Prompt ids for the conversation, dropping the oldest turns until they fit."""
         reserve = min(self.params.max_tokens, self.llm.n_ctx // 4)
+        msgs = self.messages
         dropped = 0
         while True:
-            ids = self.llm.chat_ids(self.conversation())
-            if len(ids) + reserve <= self.llm.n_ctx or len(self.messages) <= 1:
+            ids = self.llm.chat_ids(self.conversation(msgs))
+            if len(ids) + reserve <= self.llm.n_ctx or len(msgs) <= 1:
                 break
-            self.messages = self.messages[2:] if len(self.messages) > 2 else self.messages[1:]
+            msgs = msgs[2:] if len(msgs) > 2 else msgs[1:]
             dropped += 1
-        if dropped:
-            self.say(f"[context full: dropped the {dropped} oldest turn(s)]")
         if len(ids) >= self.llm.n_ctx:
+            # nothing is dropped for a message that cannot fit even alone
             raise ContextOverflow(f"this message alone ({len(ids)} tokens) does not fit in n_ctx {self.llm.n_ctx}")
+        if dropped:
+            self.messages = msgs
+            self.say(f"[context full: dropped the {dropped} oldest turn(s)]")
         return ids
 
     # ---- one turn -------------------------------------------------------------
@@ -180,6 +183,10 @@ class ChatLoop:
             tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
             os.replace(tmp, path)
         except OSError as e:
+            try:
+                tmp.unlink(missing_ok=True)  # no half-written leftovers
+            except OSError:
+                pass
             self.say(f"cannot save to {path}: {e.strerror}")
             return
         self.say(f"[saved {len(self.messages)} messages to {path}]")
@@ -191,9 +198,14 @@ class ChatLoop:
         path = Path(arg).expanduser()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a saved conversation")
             msgs = data["messages"]
-            if not all(isinstance(m, dict) and m.get("role") in ("user", "assistant", "system")
-                       and isinstance(m.get("content"), str) for m in msgs):
+            if not isinstance(data.get("system"), (str, type(None))):
+                raise ValueError("system must be a string or null")
+            if not isinstance(msgs, list) or not all(
+                    isinstance(m, dict) and m.get("role") in ("user", "assistant", "system")
+                    and isinstance(m.get("content"), str) for m in msgs):
                 raise ValueError("messages must be {role, content} objects")
         except (OSError, ValueError, KeyError, TypeError) as e:
             self.say(f"cannot load {path}: {getattr(e, 'strerror', None) or e}")

@@ -249,5 +249,32 @@ def quantize(src, dst, qtype):
     click.echo(dst)
 
 
+@cli.command()
+@click.argument("model", required=False, metavar="[MODEL]")
+@click.option("-p", "--n-prompt", type=click.IntRange(min=0), default=512, show_default=True, help="Prompt tokens (pp test).")
+@click.option("-n", "--n-gen", type=click.IntRange(min=0), default=128, show_default=True, help="Generated tokens (tg test).")
+@click.option("-b", "--batch", default="1", show_default=True, help="Batch sizes, comma-separated (only 1 for now).")
+@click.option("-r", "--reps", type=click.IntRange(min=1), default=3, show_default=True, help="Repetitions per test.")
+@click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench(model, n_prompt, n_gen, batch, reps, threads, as_json):
+    """Prompt-processing and generation speed, against this machine's limits."""
+    from .bench import bench_report, format_report, run_bench
+    from .errors import UsageError
+
+    try:
+        batches = [int(b) for b in batch.split(",") if b.strip()]
+    except ValueError:
+        raise UsageError(f"-b takes comma-separated integers, got {batch!r}") from None
+    if batches != [1]:
+        raise UsageError("only batch size 1 is supported so far (-b 1)")
+    if n_prompt == 0 and n_gen == 0:
+        raise UsageError("nothing to measure: -p and -n are both 0")
+    llm = open_llm(model, max(n_prompt, n_gen + 1, 16), threads)
+    results, limits = run_bench(llm, n_prompt, n_gen, reps)
+    report = bench_report(llm, results, limits)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
 def main():
     cli(prog_name="localllm")

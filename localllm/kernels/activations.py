@@ -18,22 +18,27 @@ from .fmath import fma32, silu_ggml
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
+_CHUNK = 256  # elements per parallel work item: a decode row alone still splits across threads
+
+
 @njit(cache=True, parallel=True)
 def swiglu(gate, up, out):
     """out = silu(gate) * up; all (T, F) float32, with llama.cpp's expf."""
-    T, F = gate.shape
-    for t in prange(T):
-        for i in range(F):
-            out[t, i] = silu_ggml(gate[t, i]) * up[t, i]
+    g, u, o = gate.reshape(-1), up.reshape(-1), out.reshape(-1)
+    n = g.size
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            o[i] = silu_ggml(g[i]) * u[i]
 
 
 @njit(cache=True, parallel=True)
 def geglu_tanh(gate, up, out):
     """out = gelu_tanh(gate) * up; all (T, F) float32."""
-    T, F = gate.shape
-    for t in prange(T):
-        for i in range(F):
-            x = gate[t, i]
+    g_, u_, o_ = gate.reshape(-1), up.reshape(-1), out.reshape(-1)
+    n = g_.size
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            x = g_[i]
             if x <= -10.0:
                 y = np.float32(0.0)
             elif x >= 10.0:
@@ -43,7 +48,7 @@ def geglu_tanh(gate, up, out):
                 # gcc fuses llama.cpp's 1 + a*x*x into one multiply-add; so do we
                 inner = np.float32(_GELU_C) * g * fma32(np.float32(0.044715) * g, g, np.float32(1.0))
                 y = round_f16(np.float32(0.5) * g * (np.float32(1.0) + np.tanh(inner)))
-            out[t, i] = y * up[t, i]
+            o_[i] = y * u_[i]
 
 
 def gated_activation(gate: np.ndarray, up: np.ndarray, kind: str) -> np.ndarray:

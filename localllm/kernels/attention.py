@@ -25,6 +25,7 @@ from numba import njit, prange
 import localllm._numba_setup  # noqa: F401
 from .convert import as_f32, round_like
 from .fmath import expf_ggml, fma32, hsum8, hsum32
+from .vec8 import add8, bcast8, fma8, hsum_hadd, hsum_movehl, load8, store8, zero8
 
 
 @njit(inline="always", cache=True)
@@ -33,35 +34,52 @@ def _key_range(p, window):
 
 
 @njit(inline="always", cache=True)
-def _scores(q, t, g, kc, j0, j1, softcap, s, col0, single):
-    """s[hh, col0 + j - j0] = q[t, g*hpg + hh] . k[g, j] for keys j0..j1-1 (q rounded like K).
+def _dot_batch(k, q):
+    """k . q in llama.cpp's tiled f16 matmul order: 8 lanes (element i in lane i % 8) of
+    fused multiply-adds, summed by halves then movehl. k: (d,) cache row; q: (d,) float32."""
+    d = q.shape[0]
+    if d % 8 == 0:
+        acc = zero8()
+        for i in range(0, d, 8):
+            acc = fma8(load8(k, i), load8(q, i), acc)
+        return hsum_movehl(acc)
+    lanes = np.zeros(8, np.float32)
+    for i in range(d):
+        lanes[i & 7] = fma32(as_f32(k[i]), q[i], lanes[i & 7])
+    return hsum8(lanes)
 
-    The dots keep llama.cpp's f16 matmul order: for a batch of rows, 8 lanes (element
-    i in lane i % 8) of fused multiply-adds summed as an AVX horizontal add; for a
-    single row (decode), its vector dot: 4 x 8 lanes over steps of 32, reduced by hsum32.
-    """
+
+@njit(inline="always", cache=True)
+def _dot_single(k, q):
+    """k . q in llama.cpp's f16 vector-dot order (one query row): 4 x 8 lanes over steps
+    of 32, folded (0+2) + (1+3), then summed by halves and two horizontal adds."""
+    d = q.shape[0]
+    if d % 32 == 0:
+        a0, a1, a2, a3 = zero8(), zero8(), zero8(), zero8()
+        for i in range(0, d, 32):
+            a0 = fma8(load8(k, i), load8(q, i), a0)
+            a1 = fma8(load8(k, i + 8), load8(q, i + 8), a1)
+            a2 = fma8(load8(k, i + 16), load8(q, i + 16), a2)
+            a3 = fma8(load8(k, i + 24), load8(q, i + 24), a3)
+        return hsum_hadd(add8(add8(a0, a2), add8(a1, a3)))
+    lanes = np.zeros((4, 8), np.float32)
+    for i in range(d):
+        lanes[(i >> 3) & 3, i & 7] = fma32(as_f32(k[i]), q[i], lanes[(i >> 3) & 3, i & 7])
+    return hsum32(lanes)
+
+
+@njit(inline="always", cache=True)
+def _scores(q, t, g, kc, j0, j1, softcap, s, col0, single):
+    """s[hh, col0 + j - j0] = q[t, g*hpg + hh] . k[g, j] for keys j0..j1-1 (q rounded like K)."""
     hpg, dk = s.shape[0], q.shape[2]
     qh = np.empty((hpg, dk), np.float32)
     for hh in range(hpg):
         for i in range(dk):
             qh[hh, i] = round_like(q[t, g * hpg + hh, i], kc[0, 0, 0])
-    kf = np.empty(dk, np.float32)
-    lanes = np.empty(8, np.float32)
-    lanes4 = np.empty((4, 8), np.float32)
     for j in range(j0, j1):
-        for i in range(dk):
-            kf[i] = as_f32(kc[g, j, i])
+        krow = kc[g, j]
         for hh in range(hpg):
-            if single:
-                lanes4[:] = 0.0
-                for i in range(dk):
-                    lanes4[(i >> 3) & 3, i & 7] = fma32(kf[i], qh[hh, i], lanes4[(i >> 3) & 3, i & 7])
-                acc = hsum32(lanes4)
-            else:
-                lanes[:] = 0.0
-                for i in range(dk):
-                    lanes[i & 7] = fma32(kf[i], qh[hh, i], lanes[i & 7])
-                acc = hsum8(lanes)
+            acc = _dot_single(krow, qh[hh]) if single else _dot_batch(krow, qh[hh])
             if softcap > 0:
                 acc = softcap * np.tanh(acc / softcap)
             s[hh, col0 + j - j0] = acc
@@ -69,30 +87,45 @@ def _scores(q, t, g, kc, j0, j1, softcap, s, col0, single):
 
 @njit(inline="always", cache=True)
 def _weighted_values(p, vc, g, j0, j1, col0, lanes):
-    """lanes[hh, i, lane(j)] += p[hh, col0 + j - j0] * v[g, j, i] (fused), keys j0..j1-1.
+    """lanes[hh, lane(j), :] += p[hh, col0 + j - j0] * v[g, j, :] (fused), keys j0..j1-1.
 
     Lanes are keyed by the absolute key index, as in llama.cpp's dot of a V row
     (over all cache cells, masked ones weighted 0) with the probabilities: lane
-    j % 8 with 8 lanes (a batch), or (j // 8) % 4 * 8 + j % 8 with 32 (decode).
+    j % 8 with 8 lanes (a batch), or j % 32 with 32 (one row).
     """
-    hpg, dv, nl = lanes.shape
-    vf = np.empty(dv, np.float32)
+    hpg, nl, dv = lanes.shape
     for j in range(j0, j1):
-        for i in range(dv):
-            vf[i] = as_f32(vc[g, j, i])
+        vrow = vc[g, j]
         ln = (j & 31) if nl == 32 else (j & 7)
         for hh in range(hpg):
             w = p[hh, col0 + j - j0]
-            for i in range(dv):
-                lanes[hh, i, ln] = fma32(vf[i], w, lanes[hh, i, ln])
+            acc = lanes[hh, ln]
+            if dv % 8 == 0:
+                wv = bcast8(w)
+                for i in range(0, dv, 8):
+                    store8(acc, i, fma8(load8(vrow, i), wv, load8(acc, i)))
+            else:
+                for i in range(dv):
+                    acc[i] = fma32(as_f32(vrow[i]), w, acc[i])
 
 
 @njit(inline="always", cache=True)
-def _reduce_lanes(lanes):
-    """One value from 8 (batch) or 32 (decode) lanes, in llama.cpp's order."""
-    if lanes.shape[0] == 32:
-        return hsum32(lanes.reshape(4, 8))
-    return hsum8(lanes)
+def _reduce_lanes(lanes, out):
+    """out[i] = the lanes' sum for each i, in llama.cpp's order. lanes: (8 or 32, d)."""
+    nl, d = lanes.shape
+    for i in range(d):
+        if nl == 32:
+            c = np.empty(8, np.float32)
+            for b in range(8):
+                c[b] = (lanes[b, i] + lanes[16 + b, i]) + (lanes[8 + b, i] + lanes[24 + b, i])
+            s0, s1, s2, s3 = c[0] + c[4], c[1] + c[5], c[2] + c[6], c[3] + c[7]
+            out[i] = (s0 + s1) + (s2 + s3)
+        else:
+            s0 = lanes[0, i] + lanes[4, i]
+            s1 = lanes[1, i] + lanes[5, i]
+            s2 = lanes[2, i] + lanes[6, i]
+            s3 = lanes[3, i] + lanes[7, i]
+            out[i] = (s0 + s2) + (s1 + s3)
 
 
 @njit(inline="always", cache=True)
@@ -138,11 +171,10 @@ def attention_rows(q, kc, vc, positions, window, softcap, out):
             inv = np.float32(1.0 / total)
             for j in range(n):
                 s[hh, j] = round_like(s[hh, j] * inv, vc[0, 0, 0])
-        lanes = np.zeros((hpg, dv, 32 if T == 1 else 8), np.float32)
+        lanes = np.zeros((hpg, 32 if T == 1 else 8, dv), np.float32)  # (heads, lanes, dv)
         _weighted_values(s, vc, g, j0, j1, 0, lanes)
         for hh in range(hpg):
-            for i in range(dv):
-                out[t, g * hpg + hh, i] = _reduce_lanes(lanes[hh, i])
+            _reduce_lanes(lanes[hh], out[t, g * hpg + hh])
 
 
 @njit(cache=True, parallel=True)
@@ -180,7 +212,7 @@ def attention_split(q, kc, vc, position, window, softcap, n_split, out):
             for blk in range(base + c * per, j1, 8):
                 total += np.float64(_exp_block_sum(s[g], hh, mx[g, hh], j0, j1, j0 - lo, blk))
             sums[g, c, hh] = total
-    partial = np.zeros((G, n_split, hpg, dv, 32), np.float32)
+    partial = np.zeros((G, n_split, hpg, 32, dv), np.float32)  # per chunk: (heads, lanes, dv)
     for item in prange(G * n_split):  # probabilities and weighted values
         g, c = item // n_split, item % n_split
         j0, j1 = max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
@@ -189,15 +221,12 @@ def attention_split(q, kc, vc, position, window, softcap, n_split, out):
             for j in range(j0 - lo, j1 - lo):
                 s[g, hh, j] = round_like(s[g, hh, j] * inv, vc[0, 0, 0])
         _weighted_values(s[g], vc, g, j0, j1, j0 - lo, partial[g, c])
-    lanes = np.empty(32, np.float32)
     for g in range(G):
         for hh in range(hpg):
-            for i in range(dv):
-                lanes[:] = partial[g, 0, hh, i]
-                for c in range(1, n_split):
-                    for x in range(32):
-                        lanes[x] += partial[g, c, hh, i, x]
-                out[0, g * hpg + hh, i] = _reduce_lanes(lanes)
+            lanes = partial[g, 0, hh].copy()
+            for c in range(1, n_split):
+                lanes += partial[g, c, hh]
+            _reduce_lanes(lanes, out[0, g * hpg + hh])
 
 
 def attention(q, kc, vc, positions, window=0, n_split=1, softcap=0.0, out=None):

@@ -58,14 +58,28 @@ _C5 = np.float32(float.fromhex("0x1.0e4020p-7"))
 _ONE_BITS = np.uint32(0x3F800000)
 
 
-@njit(inline="always", cache=True)
-def _bits(x):
-    return np.array([x], np.float32).view(np.uint32)[0]
+@intrinsic
+def _bits(typingctx, x):
+    """The bit pattern of a float32, as uint32."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(x), codegen
 
 
-@njit(inline="always", cache=True)
-def _float(u):
-    return np.array([u], np.uint32).view(np.float32)[0]
+@intrinsic
+def _float(typingctx, u):
+    """The float32 whose bit pattern is the uint32 u."""
+    if u != types.uint32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(u), codegen
 
 
 @njit(inline="always", cache=True)

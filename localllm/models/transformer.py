@@ -18,7 +18,7 @@ from ..kernels.attention import attention
 from ..kernels.norms import rmsnorm
 from ..kernels.rope import rope_inplace
 from ..kv_cache import KVCache
-from ..quant import SUPPORTED_TYPES, QuantTensor, dequantize, linear
+from ..quant import SUPPORTED_TYPES, QuantTensor, dequantize, linear, linear_many
 from .config import config_from_gguf
 from .spec import ArchSpec
 
@@ -134,9 +134,7 @@ class Transformer:
         c = self.cfg
         T = x.shape[0]
         h = rmsnorm(x, L.attn_norm, c.rms_eps)  # (T, D)
-        q = linear(h, L.wq)  # (T, H*dk)
-        k = linear(h, L.wk)  # (T, G*dk)
-        v = linear(h, L.wv)  # (T, G*dv)
+        q, k, v = linear_many(h, (L.wq, L.wk, L.wv))  # (T, H*dk), (T, G*dk), (T, G*dv)
         if L.bq is not None:
             q += L.bq
             k += L.bk
@@ -163,7 +161,8 @@ class Transformer:
     def _ffn_block(self, L: Layer, x: np.ndarray) -> np.ndarray:
         c = self.cfg
         h = rmsnorm(x, L.ffn_norm, c.rms_eps)  # (T, D)
-        a = gated_activation(linear(h, L.w_gate), linear(h, L.w_up), self.spec.activation)  # (T, F)
+        gate, up = linear_many(h, (L.w_gate, L.w_up))  # (T, F) each
+        a = gated_activation(gate, up, self.spec.activation)  # (T, F)
         o = linear(a, L.w_down)  # (T, D)
         if L.post_ffn_norm is not None:
             o = rmsnorm(o, L.post_ffn_norm, c.rms_eps)

@@ -96,15 +96,25 @@ def _n_tiles(n_rows: int) -> int:
     return max(1, min(n_rows, 4 * numba.get_num_threads()))
 
 
-def _small_m(x: np.ndarray, w: QuantTensor, out: np.ndarray) -> None:
+def _quantized(x: np.ndarray, kind: int, cache: dict | None):
+    """x's int8 codes in activation format `kind`, made once per input and format."""
+    if cache is not None and kind in cache:
+        return cache[kind]
+    m, k = x.shape
+    xq = np.empty((m, k), np.int8)  # (M, K) activation codes
+    xd = np.empty((m, k // 32), np.float32)  # (M, K/32) block scales
+    xm = np.empty((m, k // 32), np.float32)  # (M, K/32) scale * code sum
+    quantize_activations(x, kind, xq, xd, xm)
+    if cache is not None:
+        cache[kind] = (xq, xd, xm)
+    return xq, xd, xm
+
+
+def _small_m(x: np.ndarray, w: QuantTensor, out: np.ndarray, act_cache: dict | None = None) -> None:
     code = w.fmt.code
     tiles = _n_tiles(w.shape[0])
     if USE_X86 and code in matvec_x86.KERNELS:
-        m, k = x.shape
-        xq = np.empty((m, k), np.int8)  # (M, K) activation codes
-        xd = np.empty((m, k // 32), np.float32)  # (M, K/32) block scales
-        xm = np.empty((m, k // 32), np.float32)  # (M, K/32) scale * code sum
-        quantize_activations(x, ACT_FORMAT[code], xq, xd, xm)
+        xq, xd, xm = _quantized(x, ACT_FORMAT[code], act_cache)
         matvec_x86.KERNELS[code](w.raw, xq, xd, xm, out, tiles)
     elif USE_X86 and code in _FLOAT_CODES:
         matvec_x86.mm_float(w.raw, code, x, out, tiles)
@@ -125,6 +135,28 @@ def _large_m(x: np.ndarray, w: QuantTensor, out: np.ndarray) -> None:
         dequant_rows_serial(w.raw, w.fmt.code, r0, tile[:t])
         np.matmul(x, tile[:t].T, out=part[:, :t])
         out[:, r0 : r0 + t] = part[:, :t]
+
+
+def linear_many(x: np.ndarray, ws) -> list[np.ndarray]:
+    """[x @ dequant(W).T for W in ws]: projections of one input (Q, K, V; gate, up).
+
+    The input is quantized once per activation format and shared by the weights.
+    x: float32 (M, K); each result float32 (M, N_w).
+    """
+    x2 = np.ascontiguousarray(x, dtype=np.float32)
+    m = x2.shape[0]
+    cache: dict = {}
+    outs = []
+    for w in ws:
+        if x2.shape[1] != w.shape[1]:
+            raise ValueError(f"x has {x2.shape[1]} features, weight {w!r} expects {w.shape[1]}")
+        out = np.empty((m, w.shape[0]), np.float32)  # (M, N_w)
+        if m <= (F32_SMALL_M_MAX if w.fmt.code == 0 else SMALL_M_MAX):
+            _small_m(x2, w, out, cache)
+        else:
+            _large_m(x2, w, out)
+        outs.append(out)
+    return outs
 
 
 def linear(x: np.ndarray, w: QuantTensor, out: np.ndarray | None = None) -> np.ndarray:

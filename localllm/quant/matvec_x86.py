@@ -121,16 +121,29 @@ def mm_q4_1(raw, xq, xd, xm, out, n_tiles):
     M, nb = xd.shape
     for t in prange(n_tiles):
         r0, r1 = _tile(raw.shape[0], n_tiles, t)
-        for r in range(r0, r1):
-            row = raw[r]  # (nb * 20,)
+        for r in range(r0, r1 - 1, 2):  # two rows at once: independent chains, each in its own order
+            ra, rb = raw[r], raw[r + 1]  # (nb * 20,) each
+            for m in range(M):
+                x, s, sm = xq[m], xd[m], xm[m]
+                acc_a, acc_b = fzero(), fzero()
+                min_a = min_b = np.float32(0.0)
+                for b in range(nb):
+                    min_a = fma32(_half(ra, b * 20 + 2), sm[b], min_a)  # gcc contracts llama.cpp's a += b * c
+                    min_b = fma32(_half(rb, b * 20 + 2), sm[b], min_b)
+                    acc_a = _q4_1(acc_a, ra, b, x, s)
+                    acc_b = _q4_1(acc_b, rb, b, x, s)
+                out[m, r] = hsum(acc_a) + min_a
+                out[m, r + 1] = hsum(acc_b) + min_b
+        if (r1 - r0) % 2:
+            row = raw[r1 - 1]
             for m in range(M):
                 x, s, sm = xq[m], xd[m], xm[m]
                 acc = fzero()
                 mins = np.float32(0.0)
                 for b in range(nb):
-                    mins = fma32(_half(row, b * 20 + 2), sm[b], mins)  # gcc contracts llama.cpp's a += b * c
+                    mins = fma32(_half(row, b * 20 + 2), sm[b], mins)
                     acc = _q4_1(acc, row, b, x, s)
-                out[m, r] = hsum(acc) + mins
+                out[m, r1 - 1] = hsum(acc) + mins
 
 
 @njit(parallel=True, cache=True)

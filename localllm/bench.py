@@ -1,0 +1,184 @@
+"""`localllm bench`: prompt-processing and generation speed, llama-bench style,
+with each phase placed against this machine's own limits.
+
+pp<N>: N prompt tokens through an empty cache (time to first token is its time).
+tg<N>: N tokens decoded one at a time after a 1-token start, as llama-bench does.
+For each phase we report the weight bytes it streams per second and the matmul
+FLOP/s it achieves, next to the machine's measured read bandwidth and sgemm
+rate: the larger fraction says whether the phase is memory- or compute-bound.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ._numba_setup import threading_layer
+
+
+@dataclass
+class MachineLimits:
+    read_gb_s: float  # streaming read bandwidth with the current thread count
+    sgemm_gflop_s: float  # numpy float32 matmul, 1024^3
+
+
+@dataclass
+class PhaseResult:
+    test: str  # "pp512" or "tg128"
+    batch: int
+    n_tokens: int
+    tokens_per_s: float
+    tokens_per_s_sd: float
+    seconds: list = field(default_factory=list)
+    weight_gb_s: float = 0.0
+    gflop_s: float = 0.0
+    bound: str = ""
+
+
+def measure_machine(threads: int) -> MachineLimits:
+    """The machine's limits, measured in a child process so its 512 MB buffer stays out of
+    this process's peak memory (which bench users compare with llama.cpp's)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, numba; from localllm.bench import _measure_here; "
+            f"numba.set_num_threads({int(threads)}); print(json.dumps(_measure_here().__dict__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return MachineLimits(**json.loads(out.strip().splitlines()[-1]))
+
+
+def _measure_here() -> MachineLimits:
+    """Read bandwidth (a parallel sum over 512 MB) and sgemm GFLOP/s, best of a few runs."""
+    from .kernels.machine import parallel_sum
+
+    buf = np.ones(128 * 1024 * 1024, dtype=np.float32)  # 512 MB, far beyond any cache
+    parallel_sum(buf[:1024])  # compile outside the timing
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        parallel_sum(buf)
+        best = min(best, time.perf_counter() - t)
+    read = buf.nbytes / best / 1e9
+    del buf
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    a @ a
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t)
+    return MachineLimits(read, 2 * 1024**3 / best / 1e9)
+
+
+def matmul_weight_bytes(model) -> int:
+    """Bytes of every matrix a token's forward pass reads (layers plus the LM head)."""
+    total = model.output.raw.nbytes
+    for L in model.layers:
+        for w in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down):
+            total += w.raw.nbytes
+    return total
+
+
+def matmul_flops_per_token(model) -> int:
+    total = 2 * model.output.shape[0] * model.output.shape[1]
+    for L in model.layers:
+        for w in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down):
+            total += 2 * w.shape[0] * w.shape[1]
+    return total
+
+
+def _tokens(n: int, vocab: int, seed: int = 0) -> list[int]:
+    # ordinary ids away from the special tokens at the start of most vocabularies
+    return np.random.default_rng(seed).integers(min(1000, vocab // 2), vocab, n).tolist()
+
+
+def _summarize(test: str, n: int, seconds: list[float], bytes_per_tok: int, flops_per_tok: int,
+               limits: MachineLimits, weights_per_pass: float) -> PhaseResult:
+    rates = [n / s for s in seconds]
+    mean = statistics.mean(rates)
+    sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
+    gb_s = bytes_per_tok * weights_per_pass * mean / 1e9
+    gflop_s = flops_per_tok * mean / 1e9
+    mem_frac = gb_s / limits.read_gb_s
+    cmp_frac = gflop_s / limits.sgemm_gflop_s
+    bound = "memory" if mem_frac >= cmp_frac else "compute"
+    return PhaseResult(test, 1, n, mean, sd, seconds, gb_s, gflop_s, f"{bound} ({max(mem_frac, cmp_frac):.0%} of peak)")
+
+
+def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, limits: MachineLimits | None = None):
+    """Time pp and tg on llm's model; returns (results, limits)."""
+    model = llm.model
+    limits = limits or measure_machine(llm.threads)
+    wbytes = matmul_weight_bytes(model)
+    flops = matmul_flops_per_token(model)
+    vocab = model.cfg.vocab_size
+    need = max(n_prompt, n_gen + 1)
+    if need > llm.n_ctx:
+        raise ValueError(f"bench needs n_ctx >= {need}, have {llm.n_ctx}")
+    session = llm.session
+    results = []
+    if n_prompt > 0:
+        prompt = _tokens(n_prompt, vocab)
+        session.cache.clear()
+        session.feed(prompt[:8])  # warm-up: kernels compiled and threads started
+        secs = []
+        for _ in range(reps):
+            session.cache.clear()
+            t = time.perf_counter()
+            session.feed(prompt)
+            secs.append(time.perf_counter() - t)
+        # a prompt chunk reads every weight once per chunk, not per token
+        chunks = -(-n_prompt // 512)
+        results.append(_summarize(f"pp{n_prompt}", n_prompt, secs, wbytes, flops, limits, chunks / n_prompt))
+    if n_gen > 0:
+        toks = _tokens(n_gen + 1, vocab, seed=1)
+        secs = []
+        for _ in range(reps):
+            session.cache.clear()
+            session.feed(toks[:1])
+            t = time.perf_counter()
+            for tok in toks[1:]:
+                session.feed([tok])
+            secs.append(time.perf_counter() - t)
+        results.append(_summarize(f"tg{n_gen}", n_gen, secs, wbytes, flops, limits, 1.0))
+    session.cache.clear()
+    return results, limits
+
+
+def bench_report(llm, results, limits) -> dict:
+    from .quant import kernel_path
+
+    return {
+        "model": str(llm.path),
+        "threads": llm.threads,
+        "threading_layer": threading_layer(),
+        "kernels": kernel_path(),
+        "machine": asdict(limits),
+        "results": [asdict(r) for r in results],
+    }
+
+
+def format_report(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"model: {report['model']}",
+        f"threads: {report['threads']} ({report['threading_layer']} layer, {report['kernels']} kernels); "
+        f"machine: {m['read_gb_s']:.1f} GB/s read, {m['sgemm_gflop_s']:.0f} GFLOP/s sgemm",
+        f"| {'test':>7} | {'t/s':>16} | {'ms/token':>8} | {'weights GB/s':>12} | {'GFLOP/s':>8} | bound",
+        f"| {'-' * 7} | {'-' * 16} | {'-' * 8} | {'-' * 12} | {'-' * 8} | -----",
+    ]
+    for r in report["results"]:
+        ms = 1000 / r["tokens_per_s"]
+        lines.append(f"| {r['test']:>7} | {r['tokens_per_s']:8.2f} ± {r['tokens_per_s_sd']:5.2f} | {ms:8.2f} | "
+                     f"{r['weight_gb_s']:12.2f} | {r['gflop_s']:8.1f} | {r['bound']}")
+    pp = [r for r in report["results"] if r["test"].startswith("pp")]
+    tg = [r for r in report["results"] if r["test"].startswith("tg")]
+    if pp:
+        lines.append(f"time to first token ({pp[0]['test']}): {1000 * pp[0]['n_tokens'] / pp[0]['tokens_per_s']:.1f} ms")
+    if tg:
+        lines.append(f"time per output token: {1000 / tg[0]['tokens_per_s']:.2f} ms")
+    return "\n".join(lines)

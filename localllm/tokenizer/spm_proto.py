@@ -39,11 +39,19 @@ def _int_field(field: int, value: int) -> bytes:
     return _key(field, 0) + _varint(value)
 
 
+_F32 = struct.Struct("<f")
+_SMALL = [bytes((i,)) for i in range(128)]  # one-byte varints, the common case
+
+
 def _piece(text: str, score: float, kind: int) -> bytes:
-    body = _len_field(1, text.encode("utf-8")) + _key(2, 5) + struct.pack("<f", score)
+    # Hot loop (262k pieces for Gemma): the generic helpers, inlined for short fields.
+    t = text.encode("utf-8")
+    n = len(t)
+    body = b"\x0a" + (_SMALL[n] if n < 128 else _varint(n)) + t + b"\x15" + _F32.pack(score)
     if kind != SP_NORMAL:
-        body += _int_field(3, kind)
-    return _len_field(1, body)
+        body += b"\x18" + _varint(kind)
+    m = len(body)
+    return b"\x0a" + (_SMALL[m] if m < 128 else _varint(m)) + body
 
 
 def model_proto(pieces: list[tuple[str, float, int]], unk_id: int, byte_fallback: bool) -> bytes:

@@ -74,21 +74,20 @@ def _measure_here() -> MachineLimits:
     return MachineLimits(read, 2 * 1024**3 / best / 1e9)
 
 
-def matmul_weight_bytes(model) -> int:
-    """Bytes of every matrix a token's forward pass reads (layers plus the LM head)."""
-    total = model.output.raw.nbytes
+def _layer_weights(model):
     for L in model.layers:
-        for w in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down):
-            total += w.raw.nbytes
-    return total
+        yield from (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down)
 
 
-def matmul_flops_per_token(model) -> int:
-    total = 2 * model.output.shape[0] * model.output.shape[1]
-    for L in model.layers:
-        for w in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down):
-            total += 2 * w.shape[0] * w.shape[1]
-    return total
+def matmul_weight_bytes(model) -> tuple[int, int]:
+    """(bytes of the layers' matrices, bytes of the LM head) read by one forward pass."""
+    return sum(w.raw.nbytes for w in _layer_weights(model)), model.output.raw.nbytes
+
+
+def matmul_flops(model) -> tuple[int, int]:
+    """(matmul FLOPs per token in the layers, FLOPs of one LM-head row)."""
+    layers = sum(2 * w.shape[0] * w.shape[1] for w in _layer_weights(model))
+    return layers, 2 * model.output.shape[0] * model.output.shape[1]
 
 
 def _tokens(n: int, vocab: int, seed: int = 0) -> list[int]:
@@ -96,13 +95,14 @@ def _tokens(n: int, vocab: int, seed: int = 0) -> list[int]:
     return np.random.default_rng(seed).integers(min(1000, vocab // 2), vocab, n).tolist()
 
 
-def _summarize(test: str, n: int, seconds: list[float], bytes_per_tok: int, flops_per_tok: int,
-               limits: MachineLimits, weights_per_pass: float) -> PhaseResult:
+def _summarize(test: str, n: int, seconds: list[float], bytes_total: float, flops_total: float,
+               limits: MachineLimits) -> PhaseResult:
+    """bytes_total / flops_total: what the whole timed run streams and computes."""
     rates = [n / s for s in seconds]
     mean = statistics.mean(rates)
     sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
-    gb_s = bytes_per_tok * weights_per_pass * mean / 1e9
-    gflop_s = flops_per_tok * mean / 1e9
+    gb_s = bytes_total * mean / n / 1e9
+    gflop_s = flops_total * mean / n / 1e9
     mem_frac = gb_s / limits.read_gb_s
     cmp_frac = gflop_s / limits.sgemm_gflop_s
     bound = "memory" if mem_frac >= cmp_frac else "compute"
@@ -113,8 +113,8 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, limits:
     """Time pp and tg on llm's model; returns (results, limits)."""
     model = llm.model
     limits = limits or measure_machine(llm.threads)
-    wbytes = matmul_weight_bytes(model)
-    flops = matmul_flops_per_token(model)
+    layer_bytes, head_bytes = matmul_weight_bytes(model)
+    layer_flops, head_flops = matmul_flops(model)
     vocab = model.cfg.vocab_size
     need = max(n_prompt, n_gen + 1)
     if need > llm.n_ctx:
@@ -131,9 +131,10 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, limits:
             t = time.perf_counter()
             session.feed(prompt)
             secs.append(time.perf_counter() - t)
-        # a prompt chunk reads every weight once per chunk, not per token
+        # a prompt chunk reads every weight once, and only the last row reaches the LM head
         chunks = -(-n_prompt // 512)
-        results.append(_summarize(f"pp{n_prompt}", n_prompt, secs, wbytes, flops, limits, chunks / n_prompt))
+        results.append(_summarize(f"pp{n_prompt}", n_prompt, secs, layer_bytes * chunks + head_bytes,
+                                  layer_flops * n_prompt + head_flops, limits))
     if n_gen > 0:
         toks = _tokens(n_gen + 1, vocab, seed=1)
         secs = []
@@ -144,7 +145,8 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, limits:
             for tok in toks[1:]:
                 session.feed([tok])
             secs.append(time.perf_counter() - t)
-        results.append(_summarize(f"tg{n_gen}", n_gen, secs, wbytes, flops, limits, 1.0))
+        results.append(_summarize(f"tg{n_gen}", n_gen, secs, (layer_bytes + head_bytes) * n_gen,
+                                  (layer_flops + head_flops) * n_gen, limits))
     session.cache.clear()
     return results, limits
 

@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 import localllm._numba_setup  # noqa: F401
-from localllm.quant.f16 import round_f16
+from localllm.quant.f16 import f16_to_f32, f32_to_f16, round_f16
 from .fmath import fma32, silu_ggml
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -31,9 +31,26 @@ def swiglu(gate, up, out):
             o[i] = silu_ggml(g[i]) * u[i]
 
 
+@njit(cache=True)
+def _gelu_table():
+    """GELU at every f16 input, rounded to f16 (as float32): llama.cpp's lookup table.
+
+    gcc fuses llama.cpp's 1 + a*x*x into one multiply-add, so we do too.
+    """
+    table = np.empty(65536, np.float32)  # (65536,) indexed by the f16 bits of x
+    for bits in range(65536):
+        g = f16_to_f32(np.uint16(bits))
+        inner = np.float32(_GELU_C) * g * fma32(np.float32(0.044715) * g, g, np.float32(1.0))
+        table[bits] = round_f16(np.float32(0.5) * g * (np.float32(1.0) + np.tanh(inner)))
+    return table
+
+
+GELU_TABLE = _gelu_table()
+
+
 @njit(cache=True, parallel=True)
-def geglu_tanh(gate, up, out):
-    """out = gelu_tanh(gate) * up; all (T, F) float32."""
+def geglu_tanh(gate, up, out, table):
+    """out = gelu_tanh(gate) * up; all (T, F) float32; table: GELU_TABLE."""
     g_, u_, o_ = gate.reshape(-1), up.reshape(-1), out.reshape(-1)
     n = g_.size
     for c in prange((n + _CHUNK - 1) // _CHUNK):
@@ -44,10 +61,7 @@ def geglu_tanh(gate, up, out):
             elif x >= 10.0:
                 y = x
             else:
-                g = round_f16(x)
-                # gcc fuses llama.cpp's 1 + a*x*x into one multiply-add; so do we
-                inner = np.float32(_GELU_C) * g * fma32(np.float32(0.044715) * g, g, np.float32(1.0))
-                y = round_f16(np.float32(0.5) * g * (np.float32(1.0) + np.tanh(inner)))
+                y = table[f32_to_f16(x)]
             o_[i] = y * u_[i]
 
 
@@ -56,7 +70,7 @@ def gated_activation(gate: np.ndarray, up: np.ndarray, kind: str) -> np.ndarray:
     if kind == "silu":
         swiglu(gate, up, gate)
     elif kind == "gelu_tanh":
-        geglu_tanh(gate, up, gate)
+        geglu_tanh(gate, up, gate, GELU_TABLE)
     else:
         raise ValueError(f"unknown activation {kind!r}")
     return gate

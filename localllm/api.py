@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from . import hub
 from .chat import render_chat, template_or_fallback
-from .errors import ContextOverflow, UsageError
+from .errors import ContextOverflow, GGUFError, UsageError
 from .generation import Completion, Session, Stats, iter_generate
 from .gguf import open_gguf
 from .models import load_model
@@ -30,6 +29,9 @@ class LLM:
         self.gguf = open_gguf(self.path)
         self.tokenizer = tokenizer_from_metadata(self.gguf.metadata)
         self.model = load_model(self.gguf)
+        if self.tokenizer.vocab_size > self.model.cfg.vocab_size:
+            raise GGUFError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the embedding only "
+                            f"{self.model.cfg.vocab_size} rows")
         if not isinstance(n_ctx, int) or n_ctx < 1:
             raise UsageError(f"n_ctx must be a positive integer, got {n_ctx!r}")
         self.n_ctx = n_ctx
@@ -117,9 +119,22 @@ class LLM:
 
     # ---- chat -----------------------------------------------------------------
 
+    @property
+    def chat_template(self) -> tuple[str, bool]:
+        """(template, is_fallback); a model without one gets ChatML, with a warning once."""
+        if not hasattr(self, "_chat_template"):
+            self._chat_template = template_or_fallback(self.gguf.metadata)
+        return self._chat_template
+
+    @property
+    def chat_stops(self) -> tuple[str, ...]:
+        """Stop strings a chat needs beyond the model's end tokens: the fallback ChatML's
+        markers, which a model not trained on them writes as text."""
+        return ("<|im_end|>", "<|im_start|>") if self.chat_template[1] else ()
+
     def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The model's chat template rendered for messages (sandboxed)."""
-        template, _ = template_or_fallback(self.gguf.metadata)
+        template, _ = self.chat_template
         tok = self.tokenizer
         bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
         eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
@@ -135,7 +150,9 @@ class LLM:
 
     def chat(self, messages: list[dict], max_tokens: int = 128, temperature: float = 0.8, **kw) -> Completion:
         """Answer a conversation [{"role", "content"}, ...] with the model's chat template."""
-        params = self._params(max_tokens=max_tokens, temperature=temperature, **kw)
+        stop = kw.pop("stop", None)
+        stop = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        params = self._params(max_tokens=max_tokens, temperature=temperature, stop=stop + self.chat_stops, **kw)
         return self._complete(self.chat_ids(messages), params)
 
     # ---- evaluation -----------------------------------------------------------

@@ -204,3 +204,58 @@ def test_not_a_file(tmp_path):
     (tmp_path / "small").write_bytes(b"GGUF")
     with pytest.raises(GGUFError, match="truncated"):
         open_gguf(tmp_path / "small")
+
+
+def _model_with(tmp_path, name, **meta):
+    """A tiny llama whose metadata gets extra or replaced keys (written as int32/strings)."""
+    p = write_tiny_model(tmp_path / "base.gguf", "llama", qtype=Q.Q8_0)
+    r = gguf.GGUFReader(p)
+    out = tmp_path / name
+    w = gguf.GGUFWriter(str(out), "llama")
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture" or k in meta:
+            continue
+        vt = f.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(k, f.contents(), vt, sub_type=f.types[-1])
+        else:
+            w.add_key_value(k, f.contents(), vt)
+    for k, v in meta.items():
+        if isinstance(v, list):
+            sub = gguf.GGUFValueType.STRING if isinstance(v[0], str) else gguf.GGUFValueType.INT32
+            w.add_key_value(k, v, gguf.GGUFValueType.ARRAY, sub_type=sub)
+        else:
+            w.add_key_value(k, v, gguf.GGUFValueType.UINT32)
+    for t in r.tensors:
+        w.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    return out
+
+
+def test_rope_dimension_must_fit_the_head(tmp_path):
+    # the RoPE kernel writes up to rope_dim inside each head: a larger value must be refused
+    p = _model_with(tmp_path, "rope.gguf", **{"llama.rope.dimension_count": 4096})
+    with pytest.raises(GGUFError, match="rope.dimension_count 4096"):
+        load_model(open_gguf(p))
+
+
+def test_tokenizer_larger_than_embedding_is_refused(tmp_path):
+    from localllm import LLM
+
+    fields = gguf.GGUFReader(write_tiny_model(tmp_path / "t.gguf", "llama")).fields
+    tokens = fields["tokenizer.ggml.tokens"].contents() + [f"<more_{i}>" for i in range(10)]
+    types = fields["tokenizer.ggml.token_type"].contents() + [1] * 10
+    p = _model_with(tmp_path, "vocab.gguf", **{"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types})
+    with pytest.raises(GGUFError, match="tokenizer has 310 tokens but the embedding only 300 rows"):
+        LLM(str(p), n_ctx=32)
+
+
+def test_duplicate_metadata_key(tmp_path, tiny_bytes):
+    # rename a later key to the first key's name (same length keeps the layout valid)
+    data = bytearray(tiny_bytes)
+    a, b = b"general.architecture", b"llama.context_length"
+    i = data.find(b)
+    assert i > 0 and len(a) == len(b)
+    data[i:i + len(b)] = a
+    with pytest.raises(GGUFError, match="duplicate metadata key 'general.architecture'"):
+        _load(tmp_path, bytes(data))

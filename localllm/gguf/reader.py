@@ -178,6 +178,8 @@ def _parse_header(cur: _Cursor) -> tuple[int, dict[str, Any], list[tuple[str, tu
     metadata: dict[str, Any] = {}
     for i in range(n_kv):
         key = cur.string(f"metadata key #{i}")
+        if key in metadata:
+            raise GGUFError(f"duplicate metadata key {key!r}")
         vtype = cur.u32(f"type of {key!r}")
         metadata[key] = cur.value(vtype, f"metadata {key!r}")
 
@@ -238,12 +240,6 @@ class GGUFFile:
         if not isinstance(arch, str):
             raise GGUFError("missing required metadata key 'general.architecture'")
         return arch
-
-    def require(self, key: str) -> Any:
-        """A metadata value that must be present; the error names the key."""
-        if key not in self.metadata:
-            raise GGUFError(f"missing required metadata key {key!r}")
-        return self.metadata[key]
 
     @property
     def n_params(self) -> int:

@@ -37,9 +37,6 @@ class ModelConfig:
     def layer_slides(self, il: int) -> bool:
         return self.sliding_window > 0 and self.swa_period > 0 and il % self.swa_period != self.swa_period - 1
 
-    @property
-    def gqa_group(self) -> int:
-        return self.n_head // self.n_head_kv
 
 
 def _get(g: GGUFFile, key: str, default=None, required=True):
@@ -80,6 +77,10 @@ def config_from_gguf(g: GGUFFile, rope_neox: bool, gemma_style: bool = False) ->
     if scaling_type not in ("none", "linear"):
         raise GGUFError(f"rope scaling type {scaling_type!r} is not supported (supported: none, linear)")
     rope_scale = float(_get(g, f"{a}.rope.scaling.factor", 1.0, required=False)) if scaling_type == "linear" else 1.0
+    rope_dim = _positive_int(g, f"{a}.rope.dimension_count", head_dim)
+    if rope_dim > head_dim or rope_dim % 2:
+        # the RoPE kernel indexes up to rope_dim within each head: it must fit
+        raise GGUFError(f"rope.dimension_count {rope_dim} must be even and at most the head size {head_dim}")
     window = int(_get(g, f"{a}.attention.sliding_window", 0, required=False)) if gemma_style else 0
     return ModelConfig(
         arch=a,
@@ -96,7 +97,7 @@ def config_from_gguf(g: GGUFFile, rope_neox: bool, gemma_style: bool = False) ->
         rope_base=rope_base,
         # gemma3's sliding layers use their own base; 10000 when the file does not say.
         rope_base_swa=float(_get(g, f"{a}.rope.freq_base_swa", 10000.0)) if gemma_style else rope_base,
-        rope_dim=_positive_int(g, f"{a}.rope.dimension_count", head_dim),
+        rope_dim=rope_dim,
         rope_neox=rope_neox,
         rope_scale=rope_scale or 1.0,
         sliding_window=window,

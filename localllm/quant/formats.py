@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
+from localllm.errors import GGUFError
 
-class UnsupportedQuantType(ValueError):
+
+class UnsupportedQuantType(GGUFError, ValueError):
     """Raised for a GGML tensor type localllm has no kernel for."""
 
     def __init__(self, qtype):

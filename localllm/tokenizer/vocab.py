@@ -96,6 +96,12 @@ def load_vocab(md: dict[str, Any]) -> Vocab:
     if not tokens:
         raise UnsupportedTokenizer("GGUF metadata has no tokenizer.ggml.tokens")
     n = len(tokens)
+    if not all(isinstance(t, str) for t in tokens):
+        raise UnsupportedTokenizer("tokenizer.ggml.tokens must be a list of strings")
+    for key in ("scores", "token_type"):
+        vals = _get(md, key, None)
+        if vals is not None and (len(vals) != n or not all(isinstance(v, (int, float)) for v in vals)):
+            raise UnsupportedTokenizer(f"tokenizer.ggml.{key} must hold {n} numbers, one per token")
     # llama.cpp renames empty pieces so that every piece is a unique, non-empty key.
     tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
     scores = [float(s) for s in _get(md, "scores", None) or [0.0] * n]

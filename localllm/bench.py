@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ._numba_setup import threading_layer
+from .generation import PREFILL_CHUNK
 
 
 @dataclass
@@ -132,7 +133,7 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, limits:
             session.feed(prompt)
             secs.append(time.perf_counter() - t)
         # a prompt chunk reads every weight once, and only the last row reaches the LM head
-        chunks = -(-n_prompt // 512)
+        chunks = -(-n_prompt // PREFILL_CHUNK)
         results.append(_summarize(f"pp{n_prompt}", n_prompt, secs, layer_bytes * chunks + head_bytes,
                                   layer_flops * n_prompt + head_flops, limits))
     if n_gen > 0:

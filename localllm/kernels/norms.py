@@ -2,7 +2,7 @@
 the mean and 1/sqrt in f32, then x * scale * w in f32."""
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 import localllm._numba_setup  # noqa: F401
 

@@ -90,6 +90,9 @@ def quantize_gguf(
 
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent or ".")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the output should read like any new file
     try:
         writer = gguf.GGUFWriter(tmp, arch_field.contents())
         _copy_metadata(reader, writer, file_type)

@@ -33,7 +33,7 @@ from localllm.quant.q8act import ACT_FORMAT, quantize_activations
 SMALL_M_MAX = 64
 # F32 weights go straight to sgemm above this many rows.
 F32_SMALL_M_MAX = 8
-# Rows per dequantized weight tile in the large-M path: keep tile bytes ~1 MB.
+# Rows per dequantized weight tile in the large-M path: keep the f32 tile near 2 MiB.
 TILE_BYTES = 2 << 20
 _FLOAT_CODES = (0, 1, 30)
 

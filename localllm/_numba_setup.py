@@ -16,9 +16,26 @@ def _cache_dir() -> Path:
     return base / "numba"
 
 
+def _omp_available() -> bool:
+    # numba's OpenMP pool needs libgomp (shipped with gcc on Linux); without it numba
+    # would refuse to start any parallel kernel when the layer is forced to omp
+    try:
+        import numba.np.ufunc.omppool  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 os.environ.setdefault("NUMBA_CACHE_DIR", str(_cache_dir()))
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    os.environ["NUMBA_THREADING_LAYER"] = "omp"
+    if _omp_available():
+        os.environ["NUMBA_THREADING_LAYER"] = "omp"
+    else:
+        import warnings
+
+        warnings.warn("numba's OpenMP threading layer is unavailable (is libgomp installed?); falling back "
+                      "to numba's default layer, whose ~100 us thread launches make decoding much slower",
+                      RuntimeWarning, stacklevel=2)
 
 import numba  # noqa: E402  (must come after the environment is set)
 

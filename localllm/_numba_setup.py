@@ -39,6 +39,13 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 import numba  # noqa: E402  (must come after the environment is set)
 
+# numba reads its environment once, at import: if a caller imported numba before us,
+# set the same values on its config (kernels are decorated after this point).
+if not numba.config.CACHE_DIR:
+    numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+if os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"]
+
 
 def threading_layer() -> str:
     """The layer numba actually started ('omp', 'tbb' or 'workqueue'), or 'not started'."""

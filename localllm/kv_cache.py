@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ContextOverflow
-from .kernels.convert import store_rows
+from .kernels.convert import store_kv
 
 
 class KVCache:
@@ -37,8 +37,7 @@ class KVCache:
 
     def store(self, layer: int, k: np.ndarray, v: np.ndarray, start: int) -> None:
         """Write fresh keys/values (T, G, d) float32 at positions start .. start+T-1."""
-        store_rows(self.k[layer], k, start)
-        store_rows(self.v[layer], v, start)
+        store_kv(self.k[layer], self.v[layer], k, v, start)
 
     def truncate(self, n: int) -> None:
         """Forget everything from position n on (chat edits, speculative rollback)."""

@@ -48,14 +48,20 @@ def _from_f32_impl(v, like):
     return lambda v, like: np.float32(v)
 
 
-@njit(cache=True)
-def store_rows(dst, src, start):
-    """dst[g, start + t, :] = src[t, g, :] converted to dst's element type.
-
-    dst: (n_kv, n_ctx, d) cache; src: (T, n_kv, d) float32 fresh keys or values.
-    """
+@njit(inline="always", cache=True)
+def _store_rows(dst, src, start):
     T, n_kv, d = src.shape
     for t in range(T):
         for g in range(n_kv):
             for i in range(d):
                 dst[g, start + t, i] = from_f32(src[t, g, i], dst[0, 0, 0])
+
+
+@njit(cache=True)
+def store_kv(k_dst, v_dst, k, v, start):
+    """k_dst[g, start + t, :] = k[t, g, :] (and the same for v), converted to the cache's type.
+
+    k_dst, v_dst: (n_kv, n_ctx, d) cache slices; k, v: (T, n_kv, d) float32 fresh keys and values.
+    """
+    _store_rows(k_dst, k, start)
+    _store_rows(v_dst, v, start)

@@ -1,5 +1,6 @@
 """Scalar float helpers whose rounding is fixed, for kernels that mirror llama.cpp's sums."""
 
+import localllm._numba_setup  # noqa: F401  (cache dir and threading layer first)
 import numpy as np
 from llvmlite import ir
 from numba import njit, types

@@ -16,11 +16,21 @@ from numba import njit
 import localllm._numba_setup  # noqa: F401
 
 
+@njit(inline="always", cache=True)
+def _rotate(x, t, a, b, c, s):
+    for h in range(x.shape[1]):
+        x0 = x[t, h, a]
+        x1 = x[t, h, b]
+        x[t, h, a] = x0 * c - x1 * s
+        x[t, h, b] = x0 * s + x1 * c
+
+
 @njit(cache=True)
-def rope_inplace(x, positions, base, rope_dim, neox, pos_scale, freq_factors):
-    """x: (T, n_heads, head_dim) float32, rotated in place; positions: (T,) int32;
-    freq_factors: (rope_dim/2,) float32, ones when the model has none."""
-    T, H, _ = x.shape
+def rope_qk(q, k, positions, base, rope_dim, neox, pos_scale, freq_factors):
+    """Rotate queries q (T, H, d) and keys k (T, G, d) in place, float32; positions: (T,)
+    int32; freq_factors: (rope_dim/2,) float32, ones when the model has none. One call
+    for both, so each angle's cos and sin are computed once."""
+    T = q.shape[0]
     half = rope_dim // 2
     theta_scale = np.float32(np.power(np.float32(base), np.float32(-2.0) / np.float32(rope_dim)))
     inv_scale = np.float32(1.0) / np.float32(pos_scale)
@@ -35,8 +45,5 @@ def rope_inplace(x, positions, base, rope_dim, neox, pos_scale, freq_factors):
                 a, b = i, i + half
             else:
                 a, b = 2 * i, 2 * i + 1
-            for h in range(H):
-                x0 = x[t, h, a]
-                x1 = x[t, h, b]
-                x[t, h, a] = x0 * c - x1 * s
-                x[t, h, b] = x0 * s + x1 * c
+            _rotate(q, t, a, b, c, s)
+            _rotate(k, t, a, b, c, s)

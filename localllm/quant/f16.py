@@ -5,6 +5,7 @@ uint16 and widened here. On x86 the LLVM `fpext half` compiles to vcvtph2ps and
 is exact, subnormals included; elsewhere the bit-twiddling path does the same.
 """
 
+import localllm._numba_setup  # noqa: F401  (cache dir and threading layer first)
 import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic

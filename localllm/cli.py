@@ -260,10 +260,19 @@ def quantize(src, dst, qtype):
 @click.option("-r", "--reps", type=click.IntRange(min=1), default=3, show_default=True, help="Repetitions per test.")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench(model, n_prompt, n_gen, batch, reps, threads, as_json):
+@click.option("--sweep", is_flag=True, help="Sweep prompt length, cached context and thread count; "
+                                            "writes sweep.json and sweep.png (needs matplotlib).")
+@click.option("--sweep-lengths", default="64,128,256,512,1024,2048", show_default=True,
+              help="Prompt lengths and cached contexts for --sweep.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Where --sweep writes its files.")
+def bench(model, n_prompt, n_gen, batch, reps, threads, as_json, sweep, sweep_lengths, out_dir):
     """Prompt-processing and generation speed, against this machine's limits."""
     from .bench import bench_report, format_report, run_bench
     from .errors import UsageError
+
+    if sweep:
+        return _bench_sweep(model, sweep_lengths, threads, out_dir)
 
     try:
         batches = [int(b) for b in batch.split(",") if b.strip()]
@@ -277,6 +286,32 @@ def bench(model, n_prompt, n_gen, batch, reps, threads, as_json):
     results, limits = run_bench(llm, n_prompt, n_gen, reps)
     report = bench_report(llm, results, limits)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+def _bench_sweep(model, lengths_text, threads, out_dir):
+    from pathlib import Path
+
+    import numba
+
+    from .errors import UsageError
+    from .sweep import run_sweep, write_sweep
+
+    try:
+        lengths = sorted({int(v) for v in lengths_text.split(",") if v.strip()})
+    except ValueError:
+        raise UsageError(f"--sweep-lengths takes comma-separated integers, got {lengths_text!r}") from None
+    if not lengths or lengths[0] < 1:
+        raise UsageError("--sweep-lengths needs positive lengths")
+    max_threads = threads or numba.config.NUMBA_NUM_THREADS
+    thread_counts = sorted({1, max_threads} | {t for t in (2, 4, 8, 16) if t < max_threads})
+    llm = open_llm(model, lengths[-1] + 32, max_threads)
+    points = run_sweep(llm, lengths, sorted({8} | set(lengths)), thread_counts)  # 8: a nearly empty cache
+    data, png = write_sweep(points, f"{llm.path.name}: where the time goes", Path(out_dir))
+    for p in points:
+        extra = f", TTFT {p.ttft_ms:.0f} ms" if p.kind == "prefill" else ""
+        click.echo(f"{p.kind:7} threads={p.threads} x={p.x:5d}: {p.tokens_per_s:8.1f} tok/s{extra}")
+    click.echo(str(data))
+    click.echo(str(png) if png else "matplotlib is not installed: no plot (pip install matplotlib)")
 
 
 def main():

@@ -30,3 +30,16 @@ def test_bench_rejects_bad_batch(tmp_path):
     assert r.exit_code == 2
     r = CliRunner().invoke(cli, ["bench", str(path), "-p", "0", "-n", "0"])
     assert r.exit_code == 2 and "nothing to measure" in r.output
+
+
+def test_bench_sweep_writes_data_and_plot(tmp_path):
+    path = write_tiny_model(tmp_path / "tiny.gguf", "llama", qtype=Q.Q8_0)
+    r = CliRunner().invoke(cli, ["bench", str(path), "--sweep", "--sweep-lengths", "8,16", "-t", "1",
+                                 "--out", str(tmp_path / "sw")])
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    kinds = {(p["kind"], p["x"], p["threads"]) for p in data["points"]}
+    assert kinds == {("prefill", 8, 1), ("prefill", 16, 1), ("decode", 8, 1), ("decode", 16, 1)}
+    assert all(p["tokens_per_s"] > 0 and p["batch"] == 1 for p in data["points"])
+    png = tmp_path / "sw" / "sweep.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

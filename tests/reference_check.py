@@ -1,7 +1,9 @@
 """Agreement measures between our logits and llama.cpp's reference files.
 
-The tolerances come from tests/reference/README-equivalent facts: llama.cpp
-compared with itself under other batch/thread settings.
+The tolerances are what llama.cpp meets against itself under other batch and
+thread settings (the reference data's README, "How close is close enough"):
+argmax equal at every gap >= 0.5 and at 95% of positions, KL <= 0.02 per row and
+<= 0.01 on average, greedy text equal up to the first gap < 0.25.
 """
 
 from __future__ import annotations

@@ -110,15 +110,22 @@ def _weighted_values(p, vc, g, j0, j1, col0, lanes):
 
 
 @njit(inline="always", cache=True)
+def _fold4(lanes, b, i):
+    """Lane b of the 4 accumulators (32 lanes) folded as (0 + 2) + (1 + 3)."""
+    return (lanes[b, i] + lanes[16 + b, i]) + (lanes[8 + b, i] + lanes[24 + b, i])
+
+
+@njit(inline="always", cache=True)
 def _reduce_lanes(lanes, out):
     """out[i] = the lanes' sum for each i, in llama.cpp's order. lanes: (8 or 32, d)."""
     nl, d = lanes.shape
     for i in range(d):
         if nl == 32:
-            c = np.empty(8, np.float32)
-            for b in range(8):
-                c[b] = (lanes[b, i] + lanes[16 + b, i]) + (lanes[8 + b, i] + lanes[24 + b, i])
-            s0, s1, s2, s3 = c[0] + c[4], c[1] + c[5], c[2] + c[6], c[3] + c[7]
+            # accumulators a = lane // 8 fold as (0+2) + (1+3); then lanes b and b + 4 pair up
+            s0 = _fold4(lanes, 0, i) + _fold4(lanes, 4, i)
+            s1 = _fold4(lanes, 1, i) + _fold4(lanes, 5, i)
+            s2 = _fold4(lanes, 2, i) + _fold4(lanes, 6, i)
+            s3 = _fold4(lanes, 3, i) + _fold4(lanes, 7, i)
             out[i] = (s0 + s1) + (s2 + s3)
         else:
             s0 = lanes[0, i] + lanes[4, i]
@@ -129,6 +136,16 @@ def _reduce_lanes(lanes, out):
 
 
 @njit(inline="always", cache=True)
+def _exp_cell(s, hh, m, j0, j1, col0, j):
+    """exp(s - m) written back for key j if j0 <= j < j1; 0 for a masked cell."""
+    if j0 <= j < j1:
+        e = expf_ggml(s[hh, col0 + j - j0] - m)
+        s[hh, col0 + j - j0] = e
+        return e
+    return np.float32(0.0)
+
+
+@njit(inline="always", cache=True)
 def _exp_block_sum(s, hh, m, j0, j1, col0, blk):
     """Replace s[hh, col0 + j - j0] by exp(s - m) for the keys of the 8-key block starting at
     absolute index blk (clipped to j0..j1-1); return the block's f32 sum in AVX lane order.
@@ -136,14 +153,17 @@ def _exp_block_sum(s, hh, m, j0, j1, col0, blk):
     llama.cpp exponentiates 8 cache cells at a time from cell 0 and adds each block's
     f32 sum to a double; masked cells contribute exact zeros.
     """
-    lanes = np.zeros(8, np.float32)
-    for x in range(8):
-        j = blk + x
-        if j0 <= j < j1:
-            e = expf_ggml(s[hh, col0 + j - j0] - m)
-            s[hh, col0 + j - j0] = e
-            lanes[x] = e
-    return hsum8(lanes)
+    # lane x holds key blk + x; kept in scalars (no array per call: this runs once per
+    # 8 keys per head), summed as hsum8 does: (x, x + 4) pairs, then (0+2) + (1+3)
+    e0 = _exp_cell(s, hh, m, j0, j1, col0, blk)
+    e1 = _exp_cell(s, hh, m, j0, j1, col0, blk + 1)
+    e2 = _exp_cell(s, hh, m, j0, j1, col0, blk + 2)
+    e3 = _exp_cell(s, hh, m, j0, j1, col0, blk + 3)
+    e4 = _exp_cell(s, hh, m, j0, j1, col0, blk + 4)
+    e5 = _exp_cell(s, hh, m, j0, j1, col0, blk + 5)
+    e6 = _exp_cell(s, hh, m, j0, j1, col0, blk + 6)
+    e7 = _exp_cell(s, hh, m, j0, j1, col0, blk + 7)
+    return ((e0 + e4) + (e2 + e6)) + ((e1 + e5) + (e3 + e7))
 
 
 @njit(cache=True, parallel=True)

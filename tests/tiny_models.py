@@ -39,6 +39,29 @@ def _vocab(n_vocab: int) -> tuple[list[str], list[int], list[str]]:
     return tokens[:n_vocab], types[:n_vocab], merges
 
 
+def llama_layer_tensors(il: int, n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
+                        n_ff: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of block il's tensors in a llama-shaped model, in file order.
+
+    Shapes are numpy's: (n_out, n_in) for matrices, (n,) for norm weights.
+    write_tiny_model and scripts/make_synthetic_model.py both build their
+    layers from this; architectures with extra tensors (qwen2's biases,
+    gemma3's extra norms) add them after these.
+    """
+    p = f"blk.{il}."
+    return [
+        (p + "attn_norm.weight", (n_embd,)),
+        (p + "attn_q.weight", (n_head * head_dim, n_embd)),
+        (p + "attn_k.weight", (n_head_kv * head_dim, n_embd)),
+        (p + "attn_v.weight", (n_head_kv * head_dim, n_embd)),
+        (p + "attn_output.weight", (n_embd, n_head * head_dim)),
+        (p + "ffn_norm.weight", (n_embd,)),
+        (p + "ffn_gate.weight", (n_ff, n_embd)),
+        (p + "ffn_up.weight", (n_ff, n_embd)),
+        (p + "ffn_down.weight", (n_embd, n_ff)),
+    ]
+
+
 def write_tiny_model(path: Path, arch: str = "llama", qtype: Q = Q.Q8_0, n_layer: int = 2, n_embd: int = 64,
                      n_head: int = 4, n_head_kv: int = 2, head_dim: int | None = None, n_ff: int = 128,
                      n_vocab: int = 300, sliding_window: int = 0, seed: int = 0, tied: bool = True) -> Path:
@@ -85,15 +108,11 @@ def write_tiny_model(path: Path, arch: str = "llama", qtype: Q = Q.Q8_0, n_layer
     vec("output_norm.weight", n_embd)
     for il in range(n_layer):
         p = f"blk.{il}."
-        vec(p + "attn_norm.weight", n_embd)
-        mat(p + "attn_q.weight", n_head * hd, n_embd)
-        mat(p + "attn_k.weight", n_head_kv * hd, n_embd)
-        mat(p + "attn_v.weight", n_head_kv * hd, n_embd)
-        mat(p + "attn_output.weight", n_embd, n_head * hd)
-        vec(p + "ffn_norm.weight", n_embd)
-        mat(p + "ffn_gate.weight", n_ff, n_embd)
-        mat(p + "ffn_up.weight", n_ff, n_embd)
-        mat(p + "ffn_down.weight", n_embd, n_ff)
+        for name, shape in llama_layer_tensors(il, n_embd, n_head, n_head_kv, hd, n_ff):
+            if len(shape) == 1:
+                vec(name, *shape)
+            else:
+                mat(name, *shape)
         if arch == "qwen2":
             vec(p + "attn_q.bias", n_head * hd, around=0.0)
             vec(p + "attn_k.bias", n_head_kv * hd, around=0.0)

@@ -235,6 +235,11 @@ class GGUFFile:
             self.tensors[name] = TensorInfo(name, qtype, dims, start, n_bytes, view)
 
     @property
+    def buffer(self) -> np.ndarray:
+        """The whole file as a read-only uint8 array: the memmap every tensor is a view of."""
+        return np.asarray(self._mm)
+
+    @property
     def architecture(self) -> str:
         arch = self.metadata.get("general.architecture")
         if not isinstance(arch, str):

@@ -7,8 +7,10 @@ the FFN activation and qwen2's QKV biases.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ..errors import GGUFError
@@ -20,6 +22,7 @@ from ..kernels.rope import rope_qk
 from ..kv_cache import KVCache
 from ..quant import SUPPORTED_TYPES, QuantTensor, dequantize, linear, linear_many
 from .config import config_from_gguf
+from .decode_step import DecodePlan
 from .spec import ArchSpec
 
 
@@ -114,6 +117,10 @@ class Transformer:
                 post_attn_norm=pick.vector(p + "post_attention_norm.weight", D, required=gem),
                 post_ffn_norm=pick.vector(p + "post_ffw_norm.weight", D, required=gem),
             ))
+        # Single tokens go through one compiled call for all layers when the kernels allow;
+        # LOCALLLM_DECODE_STEP=0 keeps them on the Python layer loop (for A/B checks).
+        use_plan = os.environ.get("LOCALLLM_DECODE_STEP", "1") not in ("0", "false", "no")
+        self.decode_plan = DecodePlan(self, g.buffer) if use_plan and DecodePlan.supports(self) else None
 
     # ---- pieces -------------------------------------------------------------
 
@@ -193,9 +200,12 @@ class Transformer:
         start = cache.n_tokens
         positions = np.arange(start, start + T, dtype=np.int32)
         x = self.embed(tokens)  # (T, D)
-        for il, L in enumerate(self.layers):
-            x += self._attention_block(L, il, x, positions, cache, start, n_split)
-            x += self._ffn_block(L, x)
+        if T == 1 and self.decode_plan is not None:
+            self.decode_plan.run(x, cache, start, n_split, numba.get_num_threads())
+        else:
+            for il, L in enumerate(self.layers):
+                x += self._attention_block(L, il, x, positions, cache, start, n_split)
+                x += self._ffn_block(L, x)
         cache.n_tokens += T
         cache.tokens.extend(int(t) for t in tokens)
         rows = [T - 1] if logits_rows is None else logits_rows

@@ -8,7 +8,16 @@
 and light for tools that only need the loader or the hub.
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# Before numpy loads OpenBLAS (it reads this once, at load): after each sgemm its
+# worker threads spin for ~2^28 cycles by default, and on a small machine they take
+# the cores from the numba kernels that run between two sgemms. With 2^4 they sleep
+# at once. Measured on 2 cores: SmolLM2 pp512 1.14 -> 0.85 s, attention after an
+# sgemm 0.35 -> 0.23 s. (A program that imported numpy before localllm keeps its
+# own setting; set OPENBLAS_THREAD_TIMEOUT=4 yourself there.)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 try:
     __version__ = version("localllm")

@@ -166,6 +166,15 @@ def _exp_block_sum(s, hh, m, j0, j1, col0, blk):
     return ((e0 + e4) + (e2 + e6)) + ((e1 + e5) + (e3 + e7))
 
 
+@njit(inline="always", cache=True)
+def _balanced_row(r, T):
+    """Row order 0, T-1, 1, T-2, ...: prange hands each thread one contiguous run of
+    items, and under the causal mask late rows see many more keys than early ones. In
+    plain row order the second of 2 threads got 3/4 of a prompt's work; paired, each
+    thread gets about half (measured: 0.33 -> 0.22 s for SmolLM2's 30 layers at T=512)."""
+    return r // 2 if r % 2 == 0 else T - 1 - r // 2
+
+
 @njit(cache=True, parallel=True)
 def attention_rows(q, kc, vc, positions, window, softcap, out):
     """One item per (row, KV head). q (T, H, dk) rotated and scaled; kc (G, n_ctx, dk),
@@ -175,7 +184,7 @@ def attention_rows(q, kc, vc, positions, window, softcap, out):
     hpg = H // G
     dv = vc.shape[2]
     for item in prange(T * G):
-        t = item // G
+        t = _balanced_row(item // G, T)
         g = item % G
         j0, j1 = _key_range(positions[t], window)
         n = j1 - j0

@@ -275,11 +275,3 @@ def dequant_rows(raw, code, r0, out):
     """out (T, K) float32 <- rows r0 .. r0+T of raw (N, row_bytes) uint8."""
     for i in prange(out.shape[0]):
         dequant_row(code, raw[r0 + i], out[i])
-
-
-@njit(cache=True)
-def dequant_rows_serial(raw, code, r0, out):
-    """dequant_rows on the calling thread only: used next to BLAS calls, whose
-    own threads would otherwise fight numba's OpenMP threads for the cores."""
-    for i in range(out.shape[0]):
-        dequant_row(code, raw[r0 + i], out[i])

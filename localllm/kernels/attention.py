@@ -24,8 +24,8 @@ from numba import njit, prange
 
 import localllm._numba_setup  # noqa: F401
 from .convert import as_f32, round_like
-from .fmath import expf_ggml, fma32, hsum8, hsum32
-from .vec8 import add8, bcast8, fma8, hsum_hadd, hsum_movehl, load8, store8, zero8
+from .fmath import expf8, expf_ggml, fma32, hsum8, hsum32
+from .vec8 import add8, bcast8, fma8, hsum_hadd, hsum_movehl, load8, store8, sub8, zero8
 
 
 @njit(inline="always", cache=True)
@@ -153,6 +153,12 @@ def _exp_block_sum(s, hh, m, j0, j1, col0, blk):
     llama.cpp exponentiates 8 cache cells at a time from cell 0 and adds each block's
     f32 sum to a double; masked cells contribute exact zeros.
     """
+    if blk >= j0 and blk + 8 <= j1:  # a whole block: 8 lanes at once, same roundings
+        c = col0 + blk - j0
+        row = s[hh]
+        e = expf8(sub8(load8(row, c), bcast8(m)))
+        store8(row, c, e)
+        return hsum_movehl(e)
     # lane x holds key blk + x; kept in scalars (no array per call: this runs once per
     # 8 keys per head), summed as hsum8 does: (x, x + 4) pairs, then (0+2) + (1+3)
     e0 = _exp_cell(s, hh, m, j0, j1, col0, blk)

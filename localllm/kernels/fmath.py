@@ -6,6 +6,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from .vec8 import add8, any_abs_above, bcast8, div8, fma8, load8, mul8, pow2_bits8, store8, sub8, zero8
+
 
 @intrinsic
 def fma32(typingctx, a, b, c):
@@ -101,6 +103,36 @@ def expf_ggml(x):
         return s1 * s1
     s2 = _float(np.uint32(e - g))
     return fma32(s2, j, s2) * s1
+
+
+@njit(inline="always", cache=True)
+def expf8(x):
+    """expf_ggml on 8 lanes at once, each lane rounded exactly as the scalar version.
+
+    The common case (|n| <= 126, i.e. x above about -87) runs as vectors; a vector
+    with any lane outside it is done lane by lane.
+    """
+    z = fma8(x, bcast8(_LOG2E), bcast8(_SHIFT))
+    n = sub8(z, bcast8(_SHIFT))
+    neg_n = sub8(zero8(), n)
+    b = fma8(neg_n, bcast8(_LN2_LO), fma8(neg_n, bcast8(_LN2_HI), x))
+    if any_abs_above(n, np.float32(126.0)):
+        lanes = np.empty(8, np.float32)
+        store8(lanes, 0, x)
+        for i in range(8):
+            lanes[i] = expf_ggml(lanes[i])
+        return load8(lanes, 0)
+    k = pow2_bits8(z)
+    u = mul8(b, b)
+    j = fma8(fma8(fma8(bcast8(_C5), b, bcast8(_C4)), u, fma8(bcast8(_C3), b, bcast8(_C2))), u,
+             mul8(bcast8(_C1), b))
+    return fma8(j, k, k)
+
+
+@njit(inline="always", cache=True)
+def silu8(x):
+    """silu_ggml on 8 lanes."""
+    return div8(x, add8(bcast8(np.float32(1.0)), expf8(sub8(zero8(), x))))
 
 
 @njit(inline="always", cache=True)

@@ -150,3 +150,52 @@ def hsum_hadd(typingctx, v):
         return builder.fadd(builder.fadd(s[0], s[1]), builder.fadd(s[2], s[3]))
 
     return types.float32(v), codegen
+
+
+def _binary(op: str, doc: str):
+    def typer(typingctx, a, b):
+        if not (a == vec8 and b == vec8):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(args[0], args[1])
+
+        return vec8(a, b), codegen
+
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+sub8 = _binary("fsub", "a - b lane-wise.")
+mul8 = _binary("fmul", "a * b lane-wise.")
+div8 = _binary("fdiv", "a / b lane-wise (correctly rounded, like the scalar division).")
+
+
+@intrinsic
+def pow2_bits8(typingctx, z):
+    """Lane-wise float from bits (bits(z) << 23) + bits(1.0): expf's 2^n scale, as ggml builds it."""
+    if z != vec8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        iv = ir.VectorType(_i32, 8)
+        bits = builder.shl(builder.bitcast(args[0], iv), ir.Constant(iv, [23] * 8))
+        return builder.bitcast(builder.add(bits, ir.Constant(iv, [0x3F800000] * 8)), _V)
+
+    return vec8(z), codegen
+
+
+@intrinsic
+def any_abs_above(typingctx, v, limit):
+    """True when some lane has |v| > limit (NaN lanes compare false, as in scalar code)."""
+    if not (v == vec8 and limit == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V, [_V]), "llvm.fabs.v8f32")
+        lim = builder.insert_element(ir.Constant(_V, ir.Undefined), args[1], ir.Constant(_i32, 0))
+        lim = builder.shuffle_vector(lim, ir.Constant(_V, ir.Undefined), ir.Constant(ir.VectorType(_i32, 8), [0] * 8))
+        mask = builder.fcmp_ordered(">", builder.call(fabs, [args[0]]), lim)
+        return builder.icmp_unsigned("!=", builder.bitcast(mask, ir.IntType(8)), ir.Constant(ir.IntType(8), 0))
+
+    return types.boolean(v, limit), codegen

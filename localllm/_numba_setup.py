@@ -6,14 +6,37 @@ costs ~2 µs. The compiled-kernel cache must also live somewhere writable for
 installed packages, so we point it at the user cache unless told otherwise.
 """
 
+import hashlib
 import os
+import shutil
 from pathlib import Path
+
+
+def _source_tag() -> str:
+    """A hash of the package's Python sources.
+
+    numba checks only a kernel's own file when it loads it from the cache, but a
+    kernel that calls another (the compiled decode step calls every matvec kernel)
+    carries the callee's code in its cache entry. An edit to the callee alone would
+    leave the old code running. Keying the cache directory by all sources avoids it.
+    """
+    digest = hashlib.sha1()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _cache_dir() -> Path:
     home = os.environ.get("LOCALLLM_HOME")
-    base = Path(home) if home else Path.home() / ".cache" / "localllm"
-    return base / "numba"
+    base = (Path(home) if home else Path.home() / ".cache" / "localllm") / "numba"
+    tag = _source_tag()
+    if base.is_dir() and not (base / tag).exists():
+        for old in base.iterdir():  # compiled from other sources: stale now
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+    return base / tag
 
 
 def _omp_available() -> bool:

@@ -339,3 +339,18 @@ def hsum(typingctx, acc):
         return builder.fadd(builder.fadd(e[0], e[2]), builder.fadd(e[1], e[3]))
 
     return types.float32(acc), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, off):
+    """Ask for the cache line holding byte `off` of a 1-D byte array (no fault past the end)."""
+    if not (_is_byte_array(arr) and isinstance(off, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = builder.bitcast(_addr(context, builder, sig.args[0], args[0], sig.args[1], args[1]), ir.IntType(8).as_pointer())
+        # llvm.prefetch(ptr, rw=0 read, locality=3 keep in all levels, cache=1 data)
+        _call(builder, "llvm.prefetch.p0i8", ir.VoidType(), [p, ir.Constant(_i32, 0), ir.Constant(_i32, 3), ir.Constant(_i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, off), codegen

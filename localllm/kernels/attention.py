@@ -24,7 +24,7 @@ from numba import njit, prange
 
 import localllm._numba_setup  # noqa: F401
 from .convert import as_f32, round_like
-from .fmath import expf8, expf_ggml, fma32, hsum8, hsum32
+from .fmath import expf8, expf_ggml_call, fma32, hsum8, hsum32
 from .vec8 import add8, bcast8, fma8, hsum_hadd, hsum_movehl, load8, store8, sub8, zero8
 
 
@@ -139,7 +139,7 @@ def _reduce_lanes(lanes, out):
 def _exp_cell(s, hh, m, j0, j1, col0, j):
     """exp(s - m) written back for key j if j0 <= j < j1; 0 for a masked cell."""
     if j0 <= j < j1:
-        e = expf_ggml(s[hh, col0 + j - j0] - m)
+        e = expf_ggml_call(s[hh, col0 + j - j0] - m)
         s[hh, col0 + j - j0] = e
         return e
     return np.float32(0.0)

@@ -144,7 +144,7 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, limits:
             session.feed(toks[:1])
             t = time.perf_counter()
             for tok in toks[1:]:
-                session.feed([tok])
+                session.step(tok)
             secs.append(time.perf_counter() - t)
         results.append(_summarize(f"tg{n_gen}", n_gen, secs, (layer_bytes + head_bytes) * n_gen,
                                   (layer_flops + head_flops) * n_gen, limits))

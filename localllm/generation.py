@@ -106,6 +106,10 @@ class Session:
             out = res if out is None else np.concatenate([out, res])
         return out
 
+    def step(self, token: int) -> np.ndarray:
+        """Logits (vocab,) after appending one token: the decode loop's short path."""
+        return self.model.decode_one(int(token), self.cache, self._split(1))
+
     def prefill(self, prompt_ids: Sequence[int]) -> tuple[np.ndarray, int]:
         """Bring the cache to exactly prompt_ids; return the last row's logits and how many were reused."""
         if len(prompt_ids) == 0:
@@ -158,7 +162,7 @@ def iter_generate(session: Session, prompt_ids: Sequence[int], params: SamplingP
         yield Step(token, text)
         if stats.completion_tokens >= params.max_tokens:
             break
-        logits = session.feed([token])[-1]
+        logits = session.step(token)
         stats.decode_steps += 1
     if t_first is not None:
         stats.decode_s = time.perf_counter() - t_first

@@ -56,7 +56,7 @@ def run_sweep(llm, prompt_lengths, contexts, thread_counts, decode_tokens: int =
                 session.feed(toks[: ctx + 1])
                 t = time.perf_counter()
                 for tok in toks[ctx + 1 : ctx + 1 + decode_tokens]:
-                    session.feed([tok])
+                    session.step(tok)
                 points.append(Point("decode", th, 1, ctx, decode_tokens / (time.perf_counter() - t)))
     finally:
         set_threads(llm.threads)

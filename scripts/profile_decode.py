@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """How much of a decode token is Python, and how much is compiled kernels.
 
-Every numba entry point a decode token reaches is wrapped in a timer: the
-compiled layer step, the embedding row's dequantization, the final RMSNorm,
-the activation quantization and the LM head's matvec. The rest of the token's
-wall time (sampling, detokenizing, stop checks, argument checks, the calls
-themselves) is the Python overhead. The timers' own cost lands in the Python
-share, so the figure errs high.
+Every numba entry point a decode token can reach is wrapped in a timer: the
+compiled token step (embedding, all layers, LM head) and, for models that step
+does not serve, the entry points of the Python path's embedding, norm, activation
+quantization and matvecs (there the attention and other layer kernels count as
+Python, so the figure is an upper bound). Everything else in the token's wall
+time (sampling, detokenizing, stop checks, argument checks, the calls themselves)
+is the Python overhead. The timers' own cost lands in the Python share too.
 
     python scripts/profile_decode.py smollm2-135m -n 256 -t 2
 """
@@ -51,7 +52,7 @@ def main() -> None:
         pass
 
     box = [0.0]  # seconds inside compiled code
-    patches = [(decode_step, "decode_layers"), (dispatch, "dequant_rows"), (norms, "rmsnorm_rows"),
+    patches = [(decode_step, "decode_token"), (dispatch, "dequant_rows"), (norms, "rmsnorm_rows"),
                (q8act, "_q8_32"), (q8act, "_q8_k")]
     for mod, name in patches:
         setattr(mod, name, _timed(getattr(mod, name), box))

@@ -22,7 +22,7 @@ TINY = {
     "gemma3": dict(n_layer=6, n_head=4, n_head_kv=1, head_dim=32, sliding_window=8),
     "qwen2": dict(n_layer=2, n_head=4, n_head_kv=2),
 }
-CASES = [(a, Q.Q8_0) for a in TINY] + [("llama", q) for q in (Q.Q4_0, Q.Q4_1, Q.Q5_0)]
+CASES = [(a, Q.Q8_0) for a in TINY] + [("llama", q) for q in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.F32, Q.F16)]
 
 
 def _decode_both_ways(model, prompt, n_steps, kv_dtype="f16", split_every=0):
@@ -54,8 +54,8 @@ def test_tiny_models_bit_identical(tmp_path, arch, qtype, kv_dtype):
     np.testing.assert_array_equal(a, b)
 
 
-def test_float_weights_keep_the_python_loop(tmp_path):
-    model = load_model(open_gguf(write_tiny_model(tmp_path / "m.gguf", "llama", Q.F32)))
+def test_types_without_a_fast_kernel_keep_the_python_loop(tmp_path):
+    model = load_model(open_gguf(write_tiny_model(tmp_path / "m.gguf", "llama", Q.Q5_1)))
     assert model.decode_plan is None
 
 

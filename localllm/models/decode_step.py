@@ -8,8 +8,9 @@ memmap) plus a table of (offset, type code, rows, row bytes) per matrix, and
 the step calls the very kernels the Python path calls, in the same order, so
 its logits are bit-identical to Transformer.forward's (a test checks this).
 
-Only the AVX2 integer kernels are dispatched from here; a model with any
-other matrix type (or the portable build) keeps the Python path.
+Only the AVX2 kernels (integer dots, and float dots for F32/F16/BF16) are
+dispatched from here; a model with any other matrix type, such as Q5_1 or
+Q3_K, and the portable build keep the Python path.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from ..kernels.convert import store_kv
 from ..kernels.norms import rmsnorm_rows
 from ..kernels.rope import rope_qk
 from ..quant import dispatch
+from ..quant.dequant import dequant_row
 from ..quant.q8act import ACT_FORMAT, ACT_Q8_1, ACT_Q8_K, _q8_32, _q8_k
 
 if dispatch.USE_X86:
-    from ..quant.matvec_x86 import KERNELS, mm_q4_0, mm_q4_1, mm_q4_k, mm_q5_0, mm_q5_k, mm_q6_k, mm_q8_0
+    from ..quant.matvec_x86 import KERNELS, mm_float, mm_q4_0, mm_q4_1, mm_q4_k, mm_q5_0, mm_q5_k, mm_q6_k, mm_q8_0
 else:
     KERNELS = {}
 
+FLOAT_CODES = (0, 1, 30)  # F32, F16, BF16: served by mm_float
 # Matrices of a layer, in the order of the weight table's second axis.
 MATS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 WQ, WK, WV, WO, WGATE, WUP, WDOWN = range(7)
@@ -64,8 +67,14 @@ def _project(blob, wrow, x2, xq_all, xd_all, xm_all, fresh, out2, n_threads):
     x2 is quantized once per activation format: fresh[kind] is cleared by the caller
     whenever x2 changes, so Q/K/V (and gate/up) share one quantization.
     """
-    K = x2.shape[1]
+    off, n, rb = wrow[OFF], wrow[ROWS], wrow[ROW_BYTES]
+    raw = blob[off : off + n * rb].reshape((n, rb))  # (N, row_bytes) readonly view
+    n_tiles = max(1, min(n, 4 * n_threads))
     kind = wrow[ACT]
+    if kind < 0:  # F32 / F16 / BF16 weights: float dots, no activation codes
+        mm_float(raw, wrow[CODE], x2, out2, n_tiles)
+        return
+    K = x2.shape[1]
     xq = xq_all[kind, :K].reshape((1, K))  # (1, K) int8 codes
     xd = xd_all[kind, : K // 32].reshape((1, K // 32))  # (1, K/32) block scales
     xm = xm_all[kind, : K // 32].reshape((1, K // 32))  # (1, K/32) scale * code sum
@@ -75,9 +84,7 @@ def _project(blob, wrow, x2, xq_all, xd_all, xm_all, fresh, out2, n_threads):
         else:
             _q8_32(x2, xq, xd, xm, kind == ACT_Q8_1)
         fresh[kind] = 1
-    off, n, rb = wrow[OFF], wrow[ROWS], wrow[ROW_BYTES]
-    raw = blob[off : off + n * rb].reshape((n, rb))  # (N, row_bytes) readonly view
-    _matvec(wrow[CODE], raw, xq, xd, xm, out2, max(1, min(n, 4 * n_threads)))
+    _matvec(wrow[CODE], raw, xq, xd, xm, out2, n_tiles)
 
 
 @njit(cache=True)
@@ -156,21 +163,48 @@ def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, win
         x2 += blk
 
 
+@njit(cache=True)
+def decode_token(token, blob, emb, embed_scale, head, out_norm, logits, wt, norms, head_norms, biases, kc, vc,
+                 position, windows, rope_bases, freq_factors, eps, rope_dim, neox, rope_scale, query_scale,
+                 attn_softcap, gelu_table, n_head, n_split, n_threads):
+    """Embed one token id, run decode_layers, then the final norm and LM head into logits (1, V).
+
+    emb, head: weight-table rows (OFF..ACT) of the embedding and the output matrix;
+    out_norm (D,) readonly f32. Every other argument is decode_layers'.
+    """
+    D = norms.shape[2]
+    x = np.empty((1, D), np.float32)  # (1, D) hidden state
+    off, rb = emb[OFF], emb[ROW_BYTES]
+    dequant_row(emb[CODE], blob[off + token * rb : off + (token + 1) * rb], x[0])
+    if embed_scale != 1.0:
+        x *= embed_scale
+    decode_layers(x, blob, wt, norms, head_norms, biases, kc, vc, position, windows, rope_bases, freq_factors,
+                  eps, rope_dim, neox, rope_scale, query_scale, attn_softcap, gelu_table, n_head, n_split,
+                  n_threads)
+    h = np.empty((1, D), np.float32)  # (1, D)
+    rmsnorm_rows(h, x, out_norm, eps)
+    k_max = max(D, 32)
+    xq_all = np.empty((3, k_max), np.int8)  # (format, K) activation codes of h
+    xd_all = np.empty((3, k_max // 32), np.float32)
+    xm_all = np.empty((3, k_max // 32), np.float32)
+    _project(blob, head, h, xq_all, xd_all, xm_all, np.zeros(3, np.int64), logits, n_threads)
+
+
 class DecodePlan:
     """The arrays decode_layers needs, built once per model from its weights' views."""
 
     def __init__(self, model, blob: np.ndarray):
         c, spec = model.cfg, model.spec
         self.cfg = c
-        base = blob.ctypes.data
         wt = np.zeros((c.n_layer, len(MATS), 5), np.int64)  # (L, 7, 5) weight table
         for il, layer in enumerate(model.layers):
             for j, name in enumerate(MATS):
-                w = getattr(layer, name)
-                off = w.raw.ctypes.data - base
-                assert 0 <= off and off + w.raw.nbytes <= blob.nbytes, "weight outside the model file"
-                wt[il, j] = (off, w.fmt.code, w.shape[0], w.raw.shape[1], ACT_FORMAT[w.fmt.code])
+                wt[il, j] = self._table_row(getattr(layer, name), blob)
         self.blob, self.wt = blob, wt
+        self.emb, self.head = (self._table_row(w, blob) for w in (model.tok_embd, model.output))
+        self.out_norm = np.array(model.output_norm, np.float32)  # (D,)
+        self.out_norm.flags.writeable = False
+        self.vocab = model.cfg.vocab_size
         D, dk = c.n_embd, c.head_dim
         norms = np.zeros((c.n_layer, 4, D), np.float32)  # (L, 4, D)
         gemma = spec.gemma_style
@@ -195,17 +229,31 @@ class DecodePlan:
                                     for il in range(c.n_layer)], np.float64)  # (L,)
         self.freq_factors = model.freq_factors
         self.gelu_table = GELU_TABLE if spec.activation == "gelu_tanh" else np.zeros(0, np.float32)
+        # decode_token's per-model arguments, converted once (a token costs ~5 ms; each
+        # np.float32(...) here would be a microsecond of it)
+        self._weights = (self.blob, self.emb, np.float32(c.embed_scale), self.head, self.out_norm, self.wt,
+                         self.norms, self.head_norms, self.biases)
+        self._model_args = (self.windows, self.rope_bases, self.freq_factors, np.float32(c.rms_eps), c.rope_dim,
+                            c.rope_neox, float(c.rope_scale), np.float32(c.query_scale),
+                            np.float32(c.attn_softcap), self.gelu_table, c.n_head)
+
+    @staticmethod
+    def _table_row(w, blob: np.ndarray) -> np.ndarray:
+        """(OFF, CODE, ROWS, ROW_BYTES, ACT) of a weight matrix inside the model file."""
+        off = w.raw.ctypes.data - blob.ctypes.data
+        assert 0 <= off and off + w.raw.nbytes <= blob.nbytes, "weight outside the model file"
+        return np.array([off, w.fmt.code, w.shape[0], w.raw.shape[1], ACT_FORMAT.get(w.fmt.code, -1)], np.int64)
 
     @staticmethod
     def supports(model) -> bool:
-        """True when every layer matrix has an integer kernel here (AVX2 build only)."""
+        """True when every matrix a token meets has a kernel here (AVX2 build only)."""
+        mats = [getattr(layer, name) for layer in model.layers for name in MATS] + [model.output]
         return bool(KERNELS) and model.spec.activation in ("silu", "gelu_tanh") and all(
-            getattr(layer, name).fmt.code in KERNELS for layer in model.layers for name in MATS)
+            w.fmt.code in KERNELS or w.fmt.code in FLOAT_CODES for w in mats)
 
-    def run(self, x: np.ndarray, cache, position: int, n_split: int, n_threads: int) -> None:
-        """x (1, D) float32 embedded token -> hidden state after the last layer, in place."""
-        c = self.cfg
-        decode_layers(x, self.blob, self.wt, self.norms, self.head_norms, self.biases, cache.k, cache.v,
-                      position, self.windows, self.rope_bases, self.freq_factors, np.float32(c.rms_eps),
-                      c.rope_dim, c.rope_neox, float(c.rope_scale), np.float32(c.query_scale),
-                      np.float32(c.attn_softcap), self.gelu_table, c.n_head, n_split, n_threads)
+    def step(self, token: int, cache, position: int, n_split: int, n_threads: int) -> np.ndarray:
+        """Logits (1, vocab) float32 for one token id at `position`, its K/V written to the cache."""
+        logits = np.empty((1, self.vocab), np.float32)  # (1, V)
+        decode_token(token, *self._weights[:5], logits, *self._weights[5:], cache.k, cache.v, position,
+                     *self._model_args, n_split, n_threads)
+        return logits

@@ -198,24 +198,37 @@ class Transformer:
         T = len(tokens)
         cache.check_room(T)
         start = cache.n_tokens
+        rows = [T - 1] if logits_rows is None else logits_rows
+        if T == 1 and self.decode_plan is not None and len(rows) == 1:
+            return self.decode_one(int(tokens[0]), cache, n_split)[None, :]
         positions = np.arange(start, start + T, dtype=np.int32)
         x = self.embed(tokens)  # (T, D)
-        if T == 1 and self.decode_plan is not None:
-            self.decode_plan.run(x, cache, start, n_split, numba.get_num_threads())
-        else:
-            for il, L in enumerate(self.layers):
-                x += self._attention_block(L, il, x, positions, cache, start, n_split)
-                x += self._ffn_block(L, x)
+        for il, L in enumerate(self.layers):
+            x += self._attention_block(L, il, x, positions, cache, start, n_split)
+            x += self._ffn_block(L, x)
         cache.n_tokens += T
         cache.tokens.extend(int(t) for t in tokens)
-        rows = [T - 1] if logits_rows is None else logits_rows
         return self.logits_of(x[rows])
+
+    def decode_one(self, token: int, cache: KVCache, n_split: int = 1) -> np.ndarray:
+        """forward([token]) for a decode step, returning (vocab,) logits: the compiled
+        step when the model has one, with only the checks a single id needs."""
+        if self.decode_plan is None:
+            return self.forward([token], cache, n_split=n_split)[0]
+        if not 0 <= token < self.cfg.vocab_size:
+            raise ValueError(f"token id out of range [0, {self.cfg.vocab_size})")
+        cache.check_room(1)
+        logits = self.decode_plan.step(token, cache, cache.n_tokens, n_split, numba.get_num_threads())
+        cache.n_tokens += 1
+        cache.tokens.append(token)
+        return self._softcapped(logits[0])
 
     def logits_of(self, x: np.ndarray) -> np.ndarray:
         """Final norm and LM head for hidden states x (R, D) -> (R, vocab)."""
         c = self.cfg
         h = rmsnorm(np.ascontiguousarray(x), self.output_norm, c.rms_eps)
-        logits = linear(h, self.output)
-        if c.final_softcap > 0:
-            logits = np.tanh(logits / c.final_softcap) * c.final_softcap
-        return logits
+        return self._softcapped(linear(h, self.output))
+
+    def _softcapped(self, logits: np.ndarray) -> np.ndarray:
+        cap = self.cfg.final_softcap
+        return np.tanh(logits / cap) * cap if cap > 0 else logits

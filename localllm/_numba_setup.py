@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 
-def _source_tag() -> str:
+def _source_tag(root: Path = Path(__file__).resolve().parent) -> str:
     """A hash of the package's Python sources.
 
     numba checks only a kernel's own file when it loads it from the cache, but a
@@ -21,7 +21,6 @@ def _source_tag() -> str:
     leave the old code running. Keying the cache directory by all sources avoids it.
     """
     digest = hashlib.sha1()
-    root = Path(__file__).resolve().parent
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())

@@ -90,7 +90,7 @@ def _project(blob, wrow, x2, xq_all, xd_all, xm_all, fresh, out2, n_threads):
 @njit(cache=True)
 def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, windows, rope_bases,
                   freq_factors, eps, rope_dim, neox, rope_scale, query_scale, attn_softcap, gelu_table,
-                  n_head, n_split, n_threads):
+                  n_head, n_split, n_threads, xq_all, xd_all, xm_all):
     """Run one token's hidden state x2 (1, D) through every layer, in place.
 
     blob: the model file, readonly uint8; wt (L, 7, 5) int64 weight table (MATS order,
@@ -98,7 +98,8 @@ def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, win
     last two used only when head_norms has rows); head_norms (L or 0, 2, dk): q and k
     norms; biases (L or 0, 3, max(H*dk, G*dv)): q, k, v biases; kc/vc (L, G, n_ctx, d)
     cache; position: the token's position; windows (L,) int64 sliding windows, 0 = none;
-    rope_bases (L,) float64; gelu_table: GELU_TABLE for GeGLU models, empty for SwiGLU.
+    rope_bases (L,) float64; gelu_table: GELU_TABLE for GeGLU models, empty for SwiGLU;
+    xq_all, xd_all, xm_all: _act_scratch for the widest matrix input.
     """
     L = wt.shape[0]
     D = x2.shape[1]
@@ -106,10 +107,6 @@ def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, win
     H = n_head
     gemma = head_norms.shape[0] > 0
     F = wt[0, WGATE, ROWS]
-    k_max = max(D, H * dv, F)
-    xq_all = np.empty((3, k_max), np.int8)  # (format, K) activation codes
-    xd_all = np.empty((3, k_max // 32), np.float32)  # (format, K/32)
-    xm_all = np.empty((3, k_max // 32), np.float32)  # (format, K/32)
     fresh = np.zeros(3, np.int64)
     h = np.empty((1, D), np.float32)  # (1, D) normed input of a block
     q = np.empty((1, H * dk), np.float32)  # (1, H*dk)
@@ -164,7 +161,15 @@ def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, win
 
 
 @njit(cache=True)
-def decode_token(token, blob, emb, embed_scale, head, out_norm, logits, wt, norms, head_norms, biases, kc, vc,
+def _act_scratch(k_max):
+    """Activation buffers for inputs of up to k_max features, one row per format:
+    codes (3, k_max) int8, block scales and scale * sums (3, k_max / 32) f32."""
+    return (np.empty((3, k_max), np.int8), np.empty((3, k_max // 32), np.float32),
+            np.empty((3, k_max // 32), np.float32))
+
+
+@njit(cache=True)
+def decode_token(token, logits, blob, emb, embed_scale, head, out_norm, wt, norms, head_norms, biases, kc, vc,
                  position, windows, rope_bases, freq_factors, eps, rope_dim, neox, rope_scale, query_scale,
                  attn_softcap, gelu_table, n_head, n_split, n_threads):
     """Embed one token id, run decode_layers, then the final norm and LM head into logits (1, V).
@@ -178,20 +183,17 @@ def decode_token(token, blob, emb, embed_scale, head, out_norm, logits, wt, norm
     dequant_row(emb[CODE], blob[off + token * rb : off + (token + 1) * rb], x[0])
     if embed_scale != 1.0:
         x *= embed_scale
+    xq_all, xd_all, xm_all = _act_scratch(max(D, n_head * vc.shape[3], wt[0, WGATE, ROWS]))
     decode_layers(x, blob, wt, norms, head_norms, biases, kc, vc, position, windows, rope_bases, freq_factors,
                   eps, rope_dim, neox, rope_scale, query_scale, attn_softcap, gelu_table, n_head, n_split,
-                  n_threads)
+                  n_threads, xq_all, xd_all, xm_all)
     h = np.empty((1, D), np.float32)  # (1, D)
     rmsnorm_rows(h, x, out_norm, eps)
-    k_max = max(D, 32)
-    xq_all = np.empty((3, k_max), np.int8)  # (format, K) activation codes of h
-    xd_all = np.empty((3, k_max // 32), np.float32)
-    xm_all = np.empty((3, k_max // 32), np.float32)
     _project(blob, head, h, xq_all, xd_all, xm_all, np.zeros(3, np.int64), logits, n_threads)
 
 
 class DecodePlan:
-    """The arrays decode_layers needs, built once per model from its weights' views."""
+    """The arrays decode_token needs, built once per model from its weights' views."""
 
     def __init__(self, model, blob: np.ndarray):
         c, spec = model.cfg, model.spec
@@ -254,6 +256,6 @@ class DecodePlan:
     def step(self, token: int, cache, position: int, n_split: int, n_threads: int) -> np.ndarray:
         """Logits (1, vocab) float32 for one token id at `position`, its K/V written to the cache."""
         logits = np.empty((1, self.vocab), np.float32)  # (1, V)
-        decode_token(token, *self._weights[:5], logits, *self._weights[5:], cache.k, cache.v, position,
-                     *self._model_args, n_split, n_threads)
+        decode_token(token, logits, *self._weights, cache.k, cache.v, position, *self._model_args, n_split,
+                     n_threads)
         return logits

@@ -200,7 +200,7 @@ class Transformer:
         start = cache.n_tokens
         rows = [T - 1] if logits_rows is None else logits_rows
         if T == 1 and self.decode_plan is not None and len(rows) == 1:
-            return self.decode_one(int(tokens[0]), cache, n_split)[None, :]
+            return self._planned_step(int(tokens[0]), cache, n_split)[None, :]
         positions = np.arange(start, start + T, dtype=np.int32)
         x = self.embed(tokens)  # (T, D)
         for il, L in enumerate(self.layers):
@@ -218,6 +218,10 @@ class Transformer:
         if not 0 <= token < self.cfg.vocab_size:
             raise ValueError(f"token id out of range [0, {self.cfg.vocab_size})")
         cache.check_room(1)
+        return self._planned_step(token, cache, n_split)
+
+    def _planned_step(self, token: int, cache: KVCache, n_split: int) -> np.ndarray:
+        """The compiled step for a checked id with room in the cache -> (vocab,) logits."""
         logits = self.decode_plan.step(token, cache, cache.n_tokens, n_split, numba.get_num_threads())
         cache.n_tokens += 1
         cache.tokens.append(token)

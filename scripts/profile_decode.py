@@ -21,7 +21,7 @@ from localllm import LLM
 from localllm.generation import Stats, iter_generate
 from localllm.kernels import norms
 from localllm.models import decode_step
-from localllm.quant import dispatch, q8act
+from localllm.quant import dispatch
 from localllm.sampling import SamplingParams
 
 
@@ -53,7 +53,7 @@ def main() -> None:
 
     box = [0.0]  # seconds inside compiled code
     patches = [(decode_step, "decode_token"), (dispatch, "dequant_rows"), (norms, "rmsnorm_rows"),
-               (q8act, "_q8_32"), (q8act, "_q8_k")]
+               (dispatch, "quantize_activations")]
     for mod, name in patches:
         setattr(mod, name, _timed(getattr(mod, name), box))
     if dispatch.USE_X86:

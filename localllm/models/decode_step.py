@@ -25,15 +25,15 @@ from ..kernels.convert import store_kv
 from ..kernels.norms import rmsnorm_rows
 from ..kernels.rope import rope_qk
 from ..quant import dispatch
+from ..quant.dispatch import FLOAT_CODES
 from ..quant.dequant import dequant_row
-from ..quant.q8act import ACT_FORMAT, ACT_Q8_1, ACT_Q8_K, _q8_32, _q8_k
+from ..quant.q8act import ACT_FORMAT, quantize_activations
 
 if dispatch.USE_X86:
     from ..quant.matvec_x86 import KERNELS, mm_float, mm_q4_0, mm_q4_1, mm_q4_k, mm_q5_0, mm_q5_k, mm_q6_k, mm_q8_0
 else:
     KERNELS = {}
 
-FLOAT_CODES = (0, 1, 30)  # F32, F16, BF16: served by mm_float
 # Matrices of a layer, in the order of the weight table's second axis.
 MATS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 WQ, WK, WV, WO, WGATE, WUP, WDOWN = range(7)
@@ -69,7 +69,7 @@ def _project(blob, wrow, x2, xq_all, xd_all, xm_all, fresh, out2, n_threads):
     """
     off, n, rb = wrow[OFF], wrow[ROWS], wrow[ROW_BYTES]
     raw = blob[off : off + n * rb].reshape((n, rb))  # (N, row_bytes) readonly view
-    n_tiles = max(1, min(n, 4 * n_threads))
+    n_tiles = max(1, min(n, 4 * n_threads))  # dispatch._n_tiles' split
     kind = wrow[ACT]
     if kind < 0:  # F32 / F16 / BF16 weights: float dots, no activation codes
         mm_float(raw, wrow[CODE], x2, out2, n_tiles)
@@ -79,10 +79,7 @@ def _project(blob, wrow, x2, xq_all, xd_all, xm_all, fresh, out2, n_threads):
     xd = xd_all[kind, : K // 32].reshape((1, K // 32))  # (1, K/32) block scales
     xm = xm_all[kind, : K // 32].reshape((1, K // 32))  # (1, K/32) scale * code sum
     if fresh[kind] == 0:
-        if kind == ACT_Q8_K:
-            _q8_k(x2, xq, xd, xm)
-        else:
-            _q8_32(x2, xq, xd, xm, kind == ACT_Q8_1)
+        quantize_activations(x2, kind, xq, xd, xm)
         fresh[kind] = 1
     _matvec(wrow[CODE], raw, xq, xd, xm, out2, n_tiles)
 

@@ -37,7 +37,7 @@ SMALL_M_MAX = 64
 F32_SMALL_M_MAX = 8
 # Rows per dequantized weight tile in the large-M path: small models' matrices fit whole.
 TILE_BYTES = 8 << 20
-_FLOAT_CODES = (0, 1, 30)
+FLOAT_CODES = (0, 1, 30)  # F32, F16, BF16: float dots, no activation codes
 
 
 def _host_has_avx2() -> bool:
@@ -118,7 +118,7 @@ def _small_m(x: np.ndarray, w: QuantTensor, out: np.ndarray, act_cache: dict | N
     if USE_X86 and code in matvec_x86.KERNELS:
         xq, xd, xm = _quantized(x, ACT_FORMAT[code], act_cache)
         matvec_x86.KERNELS[code](w.raw, xq, xd, xm, out, tiles)
-    elif USE_X86 and code in _FLOAT_CODES:
+    elif USE_X86 and code in FLOAT_CODES:
         matvec_x86.mm_float(w.raw, code, x, out, tiles)
     else:
         mm_generic(w.raw, code, x, out, tiles)

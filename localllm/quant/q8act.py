@@ -83,6 +83,7 @@ def _q8_k(x, xq, xd, xm):
                 xm[m, sb * 8 + j] = d * np.float32(s)
 
 
+@njit(cache=True)
 def quantize_activations(x, kind, xq, xd, xm):
     """Fill xq/xd/xm from x (M, K) float32 in llama.cpp's format `kind` (ACT_*)."""
     if kind == ACT_Q8_K:

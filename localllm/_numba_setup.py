@@ -28,12 +28,16 @@ def _source_tag(root: Path = Path(__file__).resolve().parent) -> str:
 
 
 def _cache_dir() -> Path:
+    from .isa import KERNEL_PATH
+
     home = os.environ.get("LOCALLLM_HOME")
     base = (Path(home) if home else Path.home() / ".cache" / "localllm") / "numba"
-    tag = _source_tag()
+    # the kernel path is part of the key: the compiled decode step embeds one path's kernels
+    tag = f"{_source_tag()}-{KERNEL_PATH}"
     if base.is_dir() and not (base / tag).exists():
+        src = tag.split("-")[0]
         for old in base.iterdir():  # compiled from other sources: stale now
-            if old.is_dir():
+            if old.is_dir() and not old.name.startswith(src):
                 shutil.rmtree(old, ignore_errors=True)
     return base / tag
 

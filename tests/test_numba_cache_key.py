@@ -21,6 +21,12 @@ def test_cache_dir_is_tagged_and_stale_ones_are_removed(tmp_path, monkeypatch):
     stale = tmp_path / "numba" / "0123456789ab"
     stale.mkdir(parents=True)
     (stale / "kernel.nbi").write_bytes(b"old")
+    from localllm.isa import KERNEL_PATH
+
+    tag = _numba_setup._source_tag()
+    other_path = tmp_path / "numba" / f"{tag}-portable-other"  # same sources, another kernel path
+    other_path.mkdir()
     path = _numba_setup._cache_dir()
-    assert path == tmp_path / "numba" / _numba_setup._source_tag()
+    assert path == tmp_path / "numba" / f"{tag}-{KERNEL_PATH}"
     assert not stale.exists()
+    assert other_path.exists()  # kept: switching LOCALLLM_KERNELS back and forth needs no recompile

@@ -10,7 +10,7 @@ import numpy as np
 from . import hub
 from .chat import render_chat, template_or_fallback
 from .errors import ContextOverflow, GGUFError, UsageError
-from .generation import Completion, Session, Stats, iter_generate
+from .generation import PREFILL_CHUNK, Completion, Session, Stats, iter_generate
 from .gguf import open_gguf
 from .models import load_model
 from .sampling import SamplingParams
@@ -63,13 +63,18 @@ class LLM:
 
     # ---- raw model ------------------------------------------------------------
 
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        """float32 (len(ids), vocab): row i predicts token i+1, computed from an empty cache."""
+    def logits(self, ids: Sequence[int], n_batch: int = PREFILL_CHUNK) -> np.ndarray:
+        """float32 (len(ids), vocab): row i predicts token i+1, computed from an empty cache.
+
+        n_batch (llama.cpp's -b) is how many tokens go through the model at once; the
+        rows are bit-identical for every n_batch."""
         ids = self._prompt_ids(ids)
         if len(ids) > self.n_ctx:
             raise ContextOverflow(f"{len(ids)} tokens do not fit in n_ctx {self.n_ctx}")
+        if isinstance(n_batch, bool) or not isinstance(n_batch, int) or n_batch < 1:
+            raise UsageError(f"n_batch must be a positive integer, got {n_batch!r}")
         self.session.cache.clear()
-        out = self.session.feed(ids, logits_rows=list(range(len(ids))))
+        out = self.session.feed(ids, logits_rows=list(range(len(ids))), n_batch=n_batch)
         self.session.cache.clear()
         return out
 

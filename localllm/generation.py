@@ -88,15 +88,17 @@ class Session:
             return max(1, self.threads // kv_heads)
         return 1
 
-    def feed(self, ids: Sequence[int], logits_rows=None) -> np.ndarray:
-        """Append ids to the cache in chunks; return logits of the asked rows (default: last)."""
+    def feed(self, ids: Sequence[int], logits_rows=None, n_batch: int = PREFILL_CHUNK) -> np.ndarray:
+        """Append ids to the cache in chunks of n_batch; return logits of the asked rows (default: last).
+
+        Every row has one arithmetic, so the logits are the same bits for any n_batch."""
         out = None
         n = len(ids)
         # check the whole input up front: a failure in a later chunk must not leave earlier ones cached
         self.cache.check_room(n)
         self.model.check_tokens(ids)
-        for s in range(0, n, PREFILL_CHUNK):
-            chunk = ids[s : s + PREFILL_CHUNK]
+        for s in range(0, n, n_batch):
+            chunk = ids[s : s + n_batch]
             last = s + len(chunk) >= n
             if logits_rows is None:
                 rows = [len(chunk) - 1] if last else []

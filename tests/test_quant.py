@@ -12,38 +12,13 @@ from gguf import GGMLQuantizationType as T
 from localllm.quant import SUPPORTED_TYPES, QuantTensor, UnsupportedQuantType, dequantize, linear
 from localllm.quant import dispatch
 from localllm.quant.convert import TARGETS, quantize_gguf
+from localllm.quant.gemm_tiles import M_CHUNK
 from localllm.quant.formats import FORMATS
 from localllm.quant.matmul_generic import mm_generic
+from quant_data import F16_FIELDS, random_tensor  # noqa: F401
 
-# Byte offsets of the f16 scale fields inside one block: random bytes elsewhere
-# are valid codes, but a random f16 scale may be inf/nan.
-F16_FIELDS = {
-    T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
-    T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
-    T.IQ4_NL: [0], T.IQ4_XS: [0],
-}
-# Formats whose small-M kernels quantize the activation to int8 on the AVX2 path.
+# Formats whose kernels quantize the activation to int8 on the x86 paths.
 INT_DOT = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K}
-
-
-def random_tensor(qtype, n, k, rng, finite=True):
-    """(n, row_bytes) uint8 of valid blocks: random codes, finite f16 scales."""
-    if qtype == T.F32:
-        return rng.standard_normal((n, k)).astype(np.float32).view(np.uint8)
-    if qtype == T.F16:
-        return rng.standard_normal((n, k)).astype(np.float16).view(np.uint8)
-    if qtype == T.BF16:
-        if not finite:
-            return rng.integers(0, 256, (n, 2 * k), dtype=np.uint8)
-        return (rng.standard_normal((n, k)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
-    fmt = FORMATS[qtype]
-    raw = rng.integers(0, 256, (n, fmt.row_bytes(k)), dtype=np.uint8)
-    nb = k // fmt.block_size
-    blocks = raw.reshape(n, nb, fmt.type_size)  # (n, nb, type_size) view
-    for off in F16_FIELDS[qtype]:
-        scale = rng.uniform(-0.1, 0.1, (n, nb)).astype(np.float16)
-        blocks[:, :, off : off + 2] = scale.view(np.uint8).reshape(n, nb, 2)
-    return raw
 
 
 def assert_bits_equal(a, b):
@@ -86,7 +61,7 @@ def check_linear(qtype, raw, n, k, x):
     assert out.shape == (x.shape[0], n) and out.dtype == np.float32
     exact = x.astype(np.float64) @ wf.T
     scale = np.abs(exact).max() + 1e-30
-    if dispatch.USE_X86 and qtype in INT_DOT and x.shape[0] <= dispatch.SMALL_M_MAX:
+    if dispatch.USE_X86 and qtype in INT_DOT:
         # int8 activations: tight against the rounded activation, loose against f32
         seen = q8_roundtrip(x, qtype).astype(np.float64) @ wf.T
         assert np.abs(out - seen).max() / scale < 2e-3
@@ -141,7 +116,7 @@ def test_linear_all_paths(qtype):
     rng = np.random.default_rng(100 + int(qtype))
     for n, k in ((37, 512), (300, 256)):
         raw = random_tensor(qtype, n, k, rng)
-        for m in (1, 5, dispatch.SMALL_M_MAX + 7):  # matvec, small M, large M
+        for m in (1, 5, M_CHUNK + 7):  # matvec, small M, two row chunks
             check_linear(qtype, raw, n, k, rng.standard_normal((m, k)).astype(np.float32))
 
 
@@ -184,7 +159,7 @@ def _spot_check(reader, wanted, rows=300):
         n = raw.shape[0]
         ref = gguf.quants.dequantize(np.ascontiguousarray(raw), t.tensor_type).reshape(n, k)
         assert_bits_equal(dequantize(raw, t.tensor_type, (n, k)), ref)
-        for m in (1, 4, dispatch.SMALL_M_MAX + 3):
+        for m in (1, 4, M_CHUNK + 3):
             check_linear(t.tensor_type, raw, n, k, rng.standard_normal((m, k)).astype(np.float32))
     assert seen == set(wanted)
 

@@ -12,9 +12,13 @@ online-softmax (flash) update cannot round there, and on these models the
 difference moved last-row distributions by KL up to 0.03-0.06 (measured),
 against ~0.005 with this arithmetic. With an f32 cache nothing is rounded.
 
+A row's arithmetic is the same whatever else shares the call: every row uses
+the 8-lane dot order of llama.cpp's batched path (a prompt row and a decode row
+alike), so a token's attention output never depends on the batch it came in.
 Decode has one query row and often a single KV head, so `attention_split`
-spreads its keys over threads in phases (scores, max, sums, values) that give
-the same probabilities as one pass.
+spreads the work over threads in phases (scores and exponentials by key
+chunk, weighted values by column chunk) that repeat attention_rows' arithmetic
+element by element: its output is bit-identical, not just close.
 
 Sliding-window layers only visit keys j with pos - j < window.
 """
@@ -24,8 +28,8 @@ from numba import njit, prange
 
 import localllm._numba_setup  # noqa: F401
 from .convert import as_f32, round_like
-from .fmath import expf8, expf_ggml_call, fma32, hsum8, hsum32
-from .vec8 import add8, bcast8, fma8, hsum_hadd, hsum_movehl, load8, store8, sub8, zero8
+from .fmath import expf8, expf_ggml_call, fma32, hsum8
+from .vec8 import bcast8, fma8, hsum_movehl, load8, store8, sub8, zero8
 
 
 @njit(inline="always", cache=True)
@@ -50,26 +54,7 @@ def _dot_batch(k, q):
 
 
 @njit(inline="always", cache=True)
-def _dot_single(k, q):
-    """k . q in llama.cpp's f16 vector-dot order (one query row): 4 x 8 lanes over steps
-    of 32, folded (0+2) + (1+3), then summed by halves and two horizontal adds."""
-    d = q.shape[0]
-    if d % 32 == 0:
-        a0, a1, a2, a3 = zero8(), zero8(), zero8(), zero8()
-        for i in range(0, d, 32):
-            a0 = fma8(load8(k, i), load8(q, i), a0)
-            a1 = fma8(load8(k, i + 8), load8(q, i + 8), a1)
-            a2 = fma8(load8(k, i + 16), load8(q, i + 16), a2)
-            a3 = fma8(load8(k, i + 24), load8(q, i + 24), a3)
-        return hsum_hadd(add8(add8(a0, a2), add8(a1, a3)))
-    lanes = np.zeros((4, 8), np.float32)
-    for i in range(d):
-        lanes[(i >> 3) & 3, i & 7] = fma32(as_f32(k[i]), q[i], lanes[(i >> 3) & 3, i & 7])
-    return hsum32(lanes)
-
-
-@njit(inline="always", cache=True)
-def _scores(q, t, g, kc, j0, j1, softcap, s, col0, single):
+def _scores(q, t, g, kc, j0, j1, softcap, s, col0):
     """s[hh, col0 + j - j0] = q[t, g*hpg + hh] . k[g, j] for keys j0..j1-1 (q rounded like K)."""
     hpg, dk = s.shape[0], q.shape[2]
     qh = np.empty((hpg, dk), np.float32)
@@ -79,60 +64,46 @@ def _scores(q, t, g, kc, j0, j1, softcap, s, col0, single):
     for j in range(j0, j1):
         krow = kc[g, j]
         for hh in range(hpg):
-            acc = _dot_single(krow, qh[hh]) if single else _dot_batch(krow, qh[hh])
+            acc = _dot_batch(krow, qh[hh])
             if softcap > 0:
                 acc = softcap * np.tanh(acc / softcap)
             s[hh, col0 + j - j0] = acc
 
 
 @njit(inline="always", cache=True)
-def _weighted_values(p, vc, g, j0, j1, col0, lanes):
-    """lanes[hh, lane(j), :] += p[hh, col0 + j - j0] * v[g, j, :] (fused), keys j0..j1-1.
+def _weighted_values(p, vc, g, h0, h1, j0, j1, col0, lanes, i0, i1):
+    """lanes[hh - h0, lane(j), i] += p[hh, col0 + j - j0] * v[g, j, i] (fused) for heads
+    h0..h1-1 of the group, keys j0..j1-1 and columns i0..i1-1 (multiples of 8 when dv is).
 
-    Lanes are keyed by the absolute key index, as in llama.cpp's dot of a V row
-    (over all cache cells, masked ones weighted 0) with the probabilities: lane
-    j % 8 with 8 lanes (a batch), or j % 32 with 32 (one row).
+    Lanes are keyed by the absolute key index, lane j % 8, as in llama.cpp's dot of a V
+    row (over all cache cells, masked ones weighted 0) with the probabilities. Each
+    (head, lane, column) is its own chain over the keys in order, so splitting heads or
+    columns over threads changes nothing.
     """
-    hpg, nl, dv = lanes.shape
+    dv = lanes.shape[2]
     for j in range(j0, j1):
         vrow = vc[g, j]
-        ln = (j & 31) if nl == 32 else (j & 7)
-        for hh in range(hpg):
+        for hh in range(h0, h1):
+            acc = lanes[hh - h0, j & 7]
             w = p[hh, col0 + j - j0]
-            acc = lanes[hh, ln]
             if dv % 8 == 0:
                 wv = bcast8(w)
-                for i in range(0, dv, 8):
+                for i in range(i0, i1, 8):
                     store8(acc, i, fma8(load8(vrow, i), wv, load8(acc, i)))
             else:
-                for i in range(dv):
+                for i in range(i0, i1):
                     acc[i] = fma32(as_f32(vrow[i]), w, acc[i])
 
 
 @njit(inline="always", cache=True)
-def _fold4(lanes, b, i):
-    """Lane b of the 4 accumulators (32 lanes) folded as (0 + 2) + (1 + 3)."""
-    return (lanes[b, i] + lanes[16 + b, i]) + (lanes[8 + b, i] + lanes[24 + b, i])
-
-
-@njit(inline="always", cache=True)
-def _reduce_lanes(lanes, out):
-    """out[i] = the lanes' sum for each i, in llama.cpp's order. lanes: (8 or 32, d)."""
-    nl, d = lanes.shape
-    for i in range(d):
-        if nl == 32:
-            # accumulators a = lane // 8 fold as (0+2) + (1+3); then lanes b and b + 4 pair up
-            s0 = _fold4(lanes, 0, i) + _fold4(lanes, 4, i)
-            s1 = _fold4(lanes, 1, i) + _fold4(lanes, 5, i)
-            s2 = _fold4(lanes, 2, i) + _fold4(lanes, 6, i)
-            s3 = _fold4(lanes, 3, i) + _fold4(lanes, 7, i)
-            out[i] = (s0 + s1) + (s2 + s3)
-        else:
-            s0 = lanes[0, i] + lanes[4, i]
-            s1 = lanes[1, i] + lanes[5, i]
-            s2 = lanes[2, i] + lanes[6, i]
-            s3 = lanes[3, i] + lanes[7, i]
-            out[i] = (s0 + s2) + (s1 + s3)
+def _reduce_lanes(lanes, out, i0, i1):
+    """out[i] = the 8 lanes' sum for i in i0..i1-1, in llama.cpp's order. lanes: (8, d)."""
+    for i in range(i0, i1):
+        s0 = lanes[0, i] + lanes[4, i]
+        s1 = lanes[1, i] + lanes[5, i]
+        s2 = lanes[2, i] + lanes[6, i]
+        s3 = lanes[3, i] + lanes[7, i]
+        out[i] = (s0 + s2) + (s1 + s3)
 
 
 @njit(inline="always", cache=True)
@@ -195,7 +166,7 @@ def attention_rows(q, kc, vc, positions, window, softcap, out):
         j0, j1 = _key_range(positions[t], window)
         n = j1 - j0
         s = np.empty((hpg, n), np.float32)  # (heads in group, keys) this row's scores
-        _scores(q, t, g, kc, j0, j1, softcap, s, 0, T == 1)
+        _scores(q, t, g, kc, j0, j1, softcap, s, 0)
         for hh in range(hpg):
             m = s[hh, 0]
             for j in range(1, n):
@@ -206,17 +177,24 @@ def attention_rows(q, kc, vc, positions, window, softcap, out):
             inv = np.float32(1.0 / total)
             for j in range(n):
                 s[hh, j] = round_like(s[hh, j] * inv, vc[0, 0, 0])
-        lanes = np.zeros((hpg, 32 if T == 1 else 8, dv), np.float32)  # (heads, lanes, dv)
-        _weighted_values(s, vc, g, j0, j1, 0, lanes)
+        lanes = np.zeros((hpg, 8, dv), np.float32)  # (heads, lanes, dv)
+        _weighted_values(s, vc, g, 0, hpg, j0, j1, 0, lanes, 0, dv)
         for hh in range(hpg):
-            _reduce_lanes(lanes[hh], out[t, g * hpg + hh])
+            _reduce_lanes(lanes[hh], out[t, g * hpg + hh], 0, dv)
+
+
+# Columns of one head's output per work item in attention_split's value phase.
+SPLIT_COLS = 32
 
 
 @njit(cache=True, parallel=True)
 def attention_split(q, kc, vc, position, window, softcap, n_split, out):
-    """One query row (q (1, H, dk)) with its keys split into n_split chunks across threads.
+    """attention_rows for one query row (q (1, H, dk)), spread over threads; same bits.
 
-    The probabilities equal attention_rows' up to the order of a double-precision sum.
+    Scores and exponentials are per key, so their chunks (n_split per KV head, on
+    8-key block boundaries) change nothing; the block sums are kept and added into
+    the double total in block order, as attention_rows adds them. The weighted values
+    are split by output column instead of by key, so each column keeps its chain.
     """
     _, H, _ = q.shape
     G = kc.shape[0]
@@ -225,12 +203,14 @@ def attention_split(q, kc, vc, position, window, softcap, n_split, out):
     lo, hi = _key_range(position, window)
     n = hi - lo
     base = lo - lo % 8  # chunks start on 8-key blocks, so block sums match attention_rows
-    per = ((hi - base + n_split - 1) // n_split + 7) // 8 * 8
+    n_blk = (hi - base + 7) // 8
+    per = (n_blk + n_split - 1) // n_split * 8  # keys per chunk, a multiple of 8
     s = np.empty((G, hpg, n), np.float32)  # (KV heads, heads in group, keys) scores, then probabilities
     for item in prange(G * n_split):  # scores
         g, c = item // n_split, item % n_split
         j0, j1 = max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
-        _scores(q, 0, g, kc, j0, j1, softcap, s[g], j0 - lo, True)
+        if j0 < j1:
+            _scores(q, 0, g, kc, j0, j1, softcap, s[g], j0 - lo)
     mx = np.empty((G, hpg), np.float32)
     for g in range(G):
         for hh in range(hpg):
@@ -238,30 +218,33 @@ def attention_split(q, kc, vc, position, window, softcap, n_split, out):
             for j in range(1, n):
                 m = max(m, s[g, hh, j])
             mx[g, hh] = m
-    sums = np.zeros((G, n_split, hpg), np.float64)
-    for item in prange(G * n_split):  # exponentials and partial sums
+    bsum = np.zeros((G, hpg, n_blk), np.float32)  # each 8-key block's f32 sum of exponentials
+    for item in prange(G * n_split):
         g, c = item // n_split, item % n_split
         j0, j1 = max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
         for hh in range(hpg):
-            total = 0.0
             for blk in range(base + c * per, j1, 8):
-                total += np.float64(_exp_block_sum(s[g], hh, mx[g, hh], j0, j1, j0 - lo, blk))
-            sums[g, c, hh] = total
-    partial = np.zeros((G, n_split, hpg, 32, dv), np.float32)  # per chunk: (heads, lanes, dv)
-    for item in prange(G * n_split):  # probabilities and weighted values
-        g, c = item // n_split, item % n_split
-        j0, j1 = max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
-        for hh in range(hpg):
-            inv = np.float32(1.0 / sums[g, :, hh].sum())
-            for j in range(j0 - lo, j1 - lo):
-                s[g, hh, j] = round_like(s[g, hh, j] * inv, vc[0, 0, 0])
-        _weighted_values(s[g], vc, g, j0, j1, j0 - lo, partial[g, c])
+                bsum[g, hh, (blk - base) // 8] = _exp_block_sum(s[g], hh, mx[g, hh], j0, j1, j0 - lo, blk)
+    inv = np.empty((G, hpg), np.float32)
     for g in range(G):
         for hh in range(hpg):
-            lanes = partial[g, 0, hh].copy()
-            for c in range(1, n_split):
-                lanes += partial[g, c, hh]
-            _reduce_lanes(lanes, out[0, g * hpg + hh])
+            total = 0.0  # double, block by block in order, as attention_rows sums
+            for b in range(n_blk):
+                total += np.float64(bsum[g, hh, b])
+            inv[g, hh] = np.float32(1.0 / total)
+    for item in prange(G * n_split):  # probabilities
+        g, c = item // n_split, item % n_split
+        j0, j1 = max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
+        for hh in range(hpg):
+            for j in range(j0 - lo, j1 - lo):
+                s[g, hh, j] = round_like(s[g, hh, j] * inv[g, hh], vc[0, 0, 0])
+    n_cc = (dv + SPLIT_COLS - 1) // SPLIT_COLS if dv % 8 == 0 else 1
+    for item in prange(G * hpg * n_cc):  # weighted values, by column chunk
+        g, hh, cc = item // (hpg * n_cc), (item // n_cc) % hpg, item % n_cc
+        i0, i1 = (cc * SPLIT_COLS, min(dv, (cc + 1) * SPLIT_COLS)) if n_cc > 1 else (0, dv)
+        lanes = np.zeros((1, 8, dv), np.float32)  # (1, lanes, dv), columns i0..i1-1 used
+        _weighted_values(s[g], vc, g, hh, hh + 1, lo, hi, 0, lanes, i0, i1)
+        _reduce_lanes(lanes[0], out[0, g * hpg + hh], i0, i1)
 
 
 def attention(q, kc, vc, positions, window=0, n_split=1, softcap=0.0, out=None):

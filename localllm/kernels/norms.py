@@ -2,31 +2,44 @@
 the mean and 1/sqrt in f32, then x * scale * w in f32."""
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 import localllm._numba_setup  # noqa: F401
+from localllm.kernels import PAR_ROWS
+
+
+@njit(inline="always", cache=True, fastmath=False)
+def _rmsnorm_row(out, x, w, eps, r):
+    D = x.shape[1]
+    ss = 0.0
+    for i in range(D):
+        v = x[r, i]
+        ss += np.float64(v * v)
+    scale = np.float32(1.0) / np.sqrt(np.float32(ss / D) + eps)
+    for i in range(D):
+        out[r, i] = x[r, i] * scale * w[i]
 
 
 @njit(cache=True, fastmath=False)
 def rmsnorm_rows(out, x, w, eps):
-    """out[r, :] = x[r, :] / sqrt(mean(x[r]^2) + eps) * w.
+    """out[r, :] = x[r, :] / sqrt(mean(x[r]^2) + eps) * w, on this thread.
 
     out, x: (R, D) float32 (may alias); w: (D,) float32.
     """
-    R, D = x.shape
-    for r in range(R):
-        ss = 0.0
-        for i in range(D):
-            v = x[r, i]
-            ss += np.float64(v * v)
-        scale = np.float32(1.0) / np.sqrt(np.float32(ss / D) + eps)
-        for i in range(D):
-            out[r, i] = x[r, i] * scale * w[i]
+    for r in range(x.shape[0]):
+        _rmsnorm_row(out, x, w, eps, r)
+
+
+@njit(cache=True, fastmath=False, parallel=True)
+def rmsnorm_rows_par(out, x, w, eps):
+    """rmsnorm_rows with the rows spread over threads (each row computed the same way)."""
+    for r in prange(x.shape[0]):
+        _rmsnorm_row(out, x, w, eps, r)
 
 
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float, out: np.ndarray | None = None) -> np.ndarray:
     """RMSNorm over the last axis of x (any leading shape); w has the last axis' length."""
     x2 = x.reshape(-1, x.shape[-1])  # (R, D)
     o = np.empty_like(x2) if out is None else out.reshape(-1, x.shape[-1])
-    rmsnorm_rows(o, x2, w, np.float32(eps))
+    (rmsnorm_rows_par if x2.shape[0] >= PAR_ROWS else rmsnorm_rows)(o, x2, w, np.float32(eps))
     return o.reshape(x.shape)

@@ -11,9 +11,10 @@ reference logits depend on those exact roundings at later positions.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 import localllm._numba_setup  # noqa: F401
+from localllm.kernels import PAR_ROWS
 
 
 @njit(inline="always", cache=True)
@@ -25,25 +26,47 @@ def _rotate(x, t, a, b, c, s):
         x[t, h, b] = x0 * s + x1 * c
 
 
+@njit(inline="always", cache=True)
+def _rope_row(q, k, t, positions, theta_scale, inv_scale, rope_dim, neox, freq_factors):
+    half = rope_dim // 2
+    theta = np.float32(positions[t])
+    for i in range(half):
+        angle = inv_scale * (theta / freq_factors[i])
+        c = np.cos(angle)
+        s = np.sin(angle)
+        theta = np.float32(theta * theta_scale)
+        if neox:
+            a, b = i, i + half
+        else:
+            a, b = 2 * i, 2 * i + 1
+        _rotate(q, t, a, b, c, s)
+        _rotate(k, t, a, b, c, s)
+
+
+@njit(inline="always", cache=True)
+def _scales(base, rope_dim, pos_scale):
+    theta_scale = np.float32(np.power(np.float32(base), np.float32(-2.0) / np.float32(rope_dim)))
+    return theta_scale, np.float32(1.0) / np.float32(pos_scale)
+
+
 @njit(cache=True)
 def rope_qk(q, k, positions, base, rope_dim, neox, pos_scale, freq_factors):
     """Rotate queries q (T, H, d) and keys k (T, G, d) in place, float32; positions: (T,)
     int32; freq_factors: (rope_dim/2,) float32, ones when the model has none. One call
     for both, so each angle's cos and sin are computed once."""
-    T = q.shape[0]
-    half = rope_dim // 2
-    theta_scale = np.float32(np.power(np.float32(base), np.float32(-2.0) / np.float32(rope_dim)))
-    inv_scale = np.float32(1.0) / np.float32(pos_scale)
-    for t in range(T):
-        theta = np.float32(positions[t])
-        for i in range(half):
-            angle = inv_scale * (theta / freq_factors[i])
-            c = np.cos(angle)
-            s = np.sin(angle)
-            theta = np.float32(theta * theta_scale)
-            if neox:
-                a, b = i, i + half
-            else:
-                a, b = 2 * i, 2 * i + 1
-            _rotate(q, t, a, b, c, s)
-            _rotate(k, t, a, b, c, s)
+    theta_scale, inv_scale = _scales(base, rope_dim, pos_scale)
+    for t in range(q.shape[0]):
+        _rope_row(q, k, t, positions, theta_scale, inv_scale, rope_dim, neox, freq_factors)
+
+
+@njit(cache=True, parallel=True)
+def rope_qk_par(q, k, positions, base, rope_dim, neox, pos_scale, freq_factors):
+    """rope_qk with the rows spread over threads (each row rotated the same way)."""
+    theta_scale, inv_scale = _scales(base, rope_dim, pos_scale)
+    for t in prange(q.shape[0]):
+        _rope_row(q, k, t, positions, theta_scale, inv_scale, rope_dim, neox, freq_factors)
+
+
+def rope(q, k, positions, base, rope_dim, neox, pos_scale, freq_factors) -> None:
+    """rope_qk, on threads for a prompt chunk (PAR_ROWS rows or more)."""
+    (rope_qk_par if q.shape[0] >= PAR_ROWS else rope_qk)(q, k, positions, base, rope_dim, neox, pos_scale, freq_factors)

@@ -8,9 +8,11 @@ memmap) plus a table of (offset, type code, rows, row bytes) per matrix, and
 the step calls the very kernels the Python path calls, in the same order, so
 its logits are bit-identical to Transformer.forward's (a test checks this).
 
-Only the AVX2 kernels (integer dots, and float dots for F32/F16/BF16) are
-dispatched from here; a model with any other matrix type, such as Q5_1 or
-Q3_K, and the portable build keep the Python path.
+Only the x86 kernels (integer dots on the avx2 / avx512 path, and float dots
+for F32/F16/BF16) are dispatched from here; a model with any other matrix
+type, such as Q5_1 or Q3_K, and the portable path keep the Python path. The
+kernels are the ones prompt chunks use, so a decoded token's logits are the
+bits a prompt row would get.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ from ..kernels.convert import store_kv
 from ..kernels.norms import rmsnorm_rows
 from ..kernels.rope import rope_qk
 from ..quant import dispatch
-from ..quant.dispatch import FLOAT_CODES
+from ..quant.dispatch import FLOAT_CODES, KERNELS
 from ..quant.dequant import dequant_row
+from ..quant.gemm_tiles import row_tiles
+from ..quant.matmul_float import mm_float
 from ..quant.q8act import ACT_FORMAT, quantize_activations
 
 if dispatch.USE_X86:
-    from ..quant.matvec_x86 import KERNELS, mm_float, mm_q4_0, mm_q4_1, mm_q4_k, mm_q5_0, mm_q5_k, mm_q6_k, mm_q8_0
-else:
-    KERNELS = {}
+    from ..quant.int_gemm import mm_q4_0, mm_q4_1, mm_q4_k, mm_q5_0, mm_q5_k, mm_q6_k, mm_q8_0
 
 # Matrices of a layer, in the order of the weight table's second axis.
 MATS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
@@ -42,26 +44,28 @@ OFF, CODE, ROWS, ROW_BYTES, ACT = range(5)
 
 
 @njit(cache=True)
-def _matvec(code, raw, xq, xd, xm, out, n_tiles):
+def _matvec(code, raw, xq, xd, xm, xs, out, n_rtiles):
     """Dispatch on the weight type code to its integer kernel (codes as in KERNELS)."""
     if code == 2:
-        mm_q4_0(raw, xq, xd, xm, out, n_tiles)
+        mm_q4_0(raw, xq, xd, xm, xs, out, n_rtiles)
     elif code == 3:
-        mm_q4_1(raw, xq, xd, xm, out, n_tiles)
+        mm_q4_1(raw, xq, xd, xm, xs, out, n_rtiles)
     elif code == 6:
-        mm_q5_0(raw, xq, xd, xm, out, n_tiles)
+        mm_q5_0(raw, xq, xd, xm, xs, out, n_rtiles)
     elif code == 8:
-        mm_q8_0(raw, xq, xd, xm, out, n_tiles)
+        mm_q8_0(raw, xq, xd, xm, xs, out, n_rtiles)
     elif code == 12:
-        mm_q4_k(raw, xq, xd, xm, out, n_tiles)
+        mm_q4_k(raw, xq, xd, xm, xs, out, n_rtiles)
     elif code == 13:
-        mm_q5_k(raw, xq, xd, xm, out, n_tiles)
-    else:
-        mm_q6_k(raw, xq, xd, xm, out, n_tiles)
+        mm_q5_k(raw, xq, xd, xm, xs, out, n_rtiles)
+    elif code == 14:
+        mm_q6_k(raw, xq, xd, xm, xs, out, n_rtiles)
+    else:  # DecodePlan.supports() admits no other code
+        raise ValueError("no integer kernel for this weight type")
 
 
 @njit(cache=True)
-def _project(blob, wrow, x2, xq_all, xd_all, xm_all, fresh, out2, n_threads):
+def _project(blob, wrow, x2, acts, fresh, out2, n_threads):
     """out2 (1, N) = x2 (1, K) @ W.T for the matrix described by wrow (a weight-table row).
 
     x2 is quantized once per activation format: fresh[kind] is cleared by the caller
@@ -69,25 +73,26 @@ def _project(blob, wrow, x2, xq_all, xd_all, xm_all, fresh, out2, n_threads):
     """
     off, n, rb = wrow[OFF], wrow[ROWS], wrow[ROW_BYTES]
     raw = blob[off : off + n * rb].reshape((n, rb))  # (N, row_bytes) readonly view
-    n_tiles = max(1, min(n, 4 * n_threads))  # dispatch._n_tiles' split
     kind = wrow[ACT]
     if kind < 0:  # F32 / F16 / BF16 weights: float dots, no activation codes
-        mm_float(raw, wrow[CODE], x2, out2, n_tiles)
+        mm_float(raw, wrow[CODE], x2, out2, max(1, min(n, 4 * n_threads)))  # dispatch._n_tiles' split
         return
+    xq_all, xd_all, xm_all, xs_all = acts
     K = x2.shape[1]
     xq = xq_all[kind, :K].reshape((1, K))  # (1, K) int8 codes
     xd = xd_all[kind, : K // 32].reshape((1, K // 32))  # (1, K/32) block scales
     xm = xm_all[kind, : K // 32].reshape((1, K // 32))  # (1, K/32) scale * code sum
+    xs = xs_all[kind, : K // 32].reshape((1, K // 32))  # (1, K/32) code sum
     if fresh[kind] == 0:
-        quantize_activations(x2, kind, xq, xd, xm)
+        quantize_activations(x2, kind, xq, xd, xm, xs)
         fresh[kind] = 1
-    _matvec(wrow[CODE], raw, xq, xd, xm, out2, n_tiles)
+    _matvec(wrow[CODE], raw, xq, xd, xm, xs, out2, row_tiles(n, 1, n_threads))
 
 
 @njit(cache=True)
 def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, windows, rope_bases,
                   freq_factors, eps, rope_dim, neox, rope_scale, query_scale, attn_softcap, gelu_table,
-                  n_head, n_split, n_threads, xq_all, xd_all, xm_all):
+                  n_head, n_split, n_threads, acts):
     """Run one token's hidden state x2 (1, D) through every layer, in place.
 
     blob: the model file, readonly uint8; wt (L, 7, 5) int64 weight table (MATS order,
@@ -96,7 +101,7 @@ def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, win
     norms; biases (L or 0, 3, max(H*dk, G*dv)): q, k, v biases; kc/vc (L, G, n_ctx, d)
     cache; position: the token's position; windows (L,) int64 sliding windows, 0 = none;
     rope_bases (L,) float64; gelu_table: GELU_TABLE for GeGLU models, empty for SwiGLU;
-    xq_all, xd_all, xm_all: _act_scratch for the widest matrix input.
+    acts: _act_scratch for the widest matrix input.
     """
     L = wt.shape[0]
     D = x2.shape[1]
@@ -119,9 +124,9 @@ def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, win
         # attention block
         rmsnorm_rows(h, x2, norms[il, 0], eps)
         fresh[:] = 0
-        _project(blob, wt[il, WQ], h, xq_all, xd_all, xm_all, fresh, q, n_threads)
-        _project(blob, wt[il, WK], h, xq_all, xd_all, xm_all, fresh, k, n_threads)
-        _project(blob, wt[il, WV], h, xq_all, xd_all, xm_all, fresh, v, n_threads)
+        _project(blob, wt[il, WQ], h, acts, fresh, q, n_threads)
+        _project(blob, wt[il, WK], h, acts, fresh, k, n_threads)
+        _project(blob, wt[il, WV], h, acts, fresh, v, n_threads)
         if biases.shape[0] > 0:
             q[0] += biases[il, 0, : H * dk]
             k[0] += biases[il, 1, : G * dk]
@@ -137,21 +142,21 @@ def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, win
         else:
             attention_rows(q3, kc[il], vc[il], positions, windows[il], attn_softcap, o)
         fresh[:] = 0
-        _project(blob, wt[il, WO], o.reshape((1, H * dv)), xq_all, xd_all, xm_all, fresh, blk, n_threads)
+        _project(blob, wt[il, WO], o.reshape((1, H * dv)), acts, fresh, blk, n_threads)
         if gemma:
             rmsnorm_rows(blk, blk, norms[il, 2], eps)
         x2 += blk
         # feed-forward block
         rmsnorm_rows(h, x2, norms[il, 1], eps)
         fresh[:] = 0
-        _project(blob, wt[il, WGATE], h, xq_all, xd_all, xm_all, fresh, gate, n_threads)
-        _project(blob, wt[il, WUP], h, xq_all, xd_all, xm_all, fresh, up, n_threads)
+        _project(blob, wt[il, WGATE], h, acts, fresh, gate, n_threads)
+        _project(blob, wt[il, WUP], h, acts, fresh, up, n_threads)
         if gelu_table.shape[0] > 0:
             geglu_tanh(gate, up, gate, gelu_table)
         else:
             swiglu(gate, up, gate)
         fresh[:] = 0
-        _project(blob, wt[il, WDOWN], gate, xq_all, xd_all, xm_all, fresh, blk, n_threads)
+        _project(blob, wt[il, WDOWN], gate, acts, fresh, blk, n_threads)
         if gemma:
             rmsnorm_rows(blk, blk, norms[il, 3], eps)
         x2 += blk
@@ -160,9 +165,9 @@ def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, win
 @njit(cache=True)
 def _act_scratch(k_max):
     """Activation buffers for inputs of up to k_max features, one row per format:
-    codes (3, k_max) int8, block scales and scale * sums (3, k_max / 32) f32."""
+    codes (3, k_max) int8, block scales and scale * sums (3, k_max / 32) f32, code sums int32."""
     return (np.empty((3, k_max), np.int8), np.empty((3, k_max // 32), np.float32),
-            np.empty((3, k_max // 32), np.float32))
+            np.empty((3, k_max // 32), np.float32), np.empty((3, k_max // 32), np.int32))
 
 
 @njit(cache=True)
@@ -180,13 +185,13 @@ def decode_token(token, logits, blob, emb, embed_scale, head, out_norm, wt, norm
     dequant_row(emb[CODE], blob[off + token * rb : off + (token + 1) * rb], x[0])
     if embed_scale != 1.0:
         x *= embed_scale
-    xq_all, xd_all, xm_all = _act_scratch(max(D, n_head * vc.shape[3], wt[0, WGATE, ROWS]))
+    acts = _act_scratch(max(D, n_head * vc.shape[3], wt[0, WGATE, ROWS]))
     decode_layers(x, blob, wt, norms, head_norms, biases, kc, vc, position, windows, rope_bases, freq_factors,
                   eps, rope_dim, neox, rope_scale, query_scale, attn_softcap, gelu_table, n_head, n_split,
-                  n_threads, xq_all, xd_all, xm_all)
+                  n_threads, acts)
     h = np.empty((1, D), np.float32)  # (1, D)
     rmsnorm_rows(h, x, out_norm, eps)
-    _project(blob, head, h, xq_all, xd_all, xm_all, np.zeros(3, np.int64), logits, n_threads)
+    _project(blob, head, h, acts, np.zeros(3, np.int64), logits, n_threads)
 
 
 class DecodePlan:

@@ -18,7 +18,7 @@ from ..gguf import GGUFFile, TensorInfo
 from ..kernels.activations import gated_activation
 from ..kernels.attention import attention
 from ..kernels.norms import rmsnorm
-from ..kernels.rope import rope_qk
+from ..kernels.rope import rope
 from ..kv_cache import KVCache
 from ..quant import SUPPORTED_TYPES, QuantTensor, dequantize, linear, linear_many
 from .config import config_from_gguf
@@ -154,7 +154,7 @@ class Transformer:
             k = rmsnorm(k, L.k_norm, c.rms_eps)
         slides = c.layer_slides(il)
         base = c.rope_base_swa if slides else c.rope_base
-        rope_qk(q, k, positions, base, c.rope_dim, c.rope_neox, c.rope_scale, self.freq_factors)
+        rope(q, k, positions, base, c.rope_dim, c.rope_neox, c.rope_scale, self.freq_factors)
         q *= np.float32(c.query_scale)
         cache.store(il, k, v, start)
         o = attention(q, cache.k[il], cache.v[il], positions, c.sliding_window if slides else 0,

@@ -1,0 +1,96 @@
+"""The tiled integer matmul driver shared by every block format and SIMD path.
+
+out[m, r] = dot(dequant(raw[r]), x[m]) for M activation rows (quantized by
+q8act) and N weight rows. Work items are (row tile, chunk of M rows); inside an
+item, weight rows go in pairs and activation rows in fours, so one pass over a
+weight block serves 4 activation rows and one activation block serves 2 weight
+rows. The format's init/step/fin functions (blocks_avx2, blocks_avx512) do the
+arithmetic of one (row pair, activation row); LLVM keeps the 4 states in
+registers and shares the loads and decodes between them.
+
+An element's arithmetic never depends on the tiling: its state is its own, and
+its units are visited in order. So M = 1 (decode), M = 5 (speculative
+verification) and M = 512 (a prompt chunk) give the same bits for the same row.
+"""
+
+import localllm._numba_setup  # noqa: F401
+
+from numba import njit
+
+from localllm.quant.simd_x86 import prefetch
+
+# Software prefetch distance for the decode case (M small: weights stream from memory).
+# Without it the kernels read at 7-9 GB/s on the 2-core Xeon however light their
+# arithmetic; 2 KiB ahead of the row being computed was best of 1, 2, 8 and 16 KiB.
+PF_BYTES = 2048
+# Activation rows per work item: 64 rows of a 2048-wide input are 128 KB of codes,
+# which stay in L2 while the item's weight rows pass.
+M_CHUNK = 64
+
+
+@njit(inline="always", cache=True)
+def _prefetch_ahead(row):
+    """Prefetch PF_BYTES past each cache line of row (it runs past the row's end into the next)."""
+    for o in range(0, row.shape[0], 64):
+        prefetch(row, o + PF_BYTES)
+
+
+@njit(inline="always", cache=True)
+def row_range(n_rows, n_tiles, t):
+    size = (n_rows + n_tiles - 1) // n_tiles
+    size += size & 1  # even tiles: row pairs never straddle two tiles
+    return min(n_rows, t * size), min(n_rows, (t + 1) * size)
+
+
+@njit(inline="always", cache=True)
+def n_items(M, n_rtiles):
+    return n_rtiles * ((M + M_CHUNK - 1) // M_CHUNK)
+
+
+@njit(inline="always", cache=True)
+def tile_item(init, step, fin, raw, xq, xd, xm, xs, out, units, n_rtiles, item):
+    """Compute the elements of work item `item` (see module doc). units: blocks per row.
+
+    Call it from a plain (not parallel) @njit function per format, itself called from
+    the prange loop: numba's parfor analysis cannot follow the formats' tuple states,
+    and passing the format functions to a non-inlined call would stop numba caching."""
+    N, M = raw.shape[0], xq.shape[0]
+    mc, rt = item // n_rtiles, item % n_rtiles
+    r0, r1 = row_range(N, n_rtiles, rt)
+    m0, m1 = mc * M_CHUNK, min(M, (mc + 1) * M_CHUNK)
+    m4 = m0 + (m1 - m0) // 4 * 4
+    for r in range(r0, r1, 2):
+        r2 = min(r + 1, r1 - 1)  # an odd last row is computed twice and stored once
+        ra, rb = raw[r], raw[r2]
+        if m1 - m0 < 4:
+            _prefetch_ahead(ra)
+            _prefetch_ahead(rb)
+        for m in range(m0, m4, 4):
+            x0, s0, sm0, g0 = xq[m], xd[m], xm[m], xs[m]
+            x1, s1, sm1, g1 = xq[m + 1], xd[m + 1], xm[m + 1], xs[m + 1]
+            x2, s2, sm2, g2 = xq[m + 2], xd[m + 2], xm[m + 2], xs[m + 2]
+            x3, s3, sm3, g3 = xq[m + 3], xd[m + 3], xm[m + 3], xs[m + 3]
+            st0, st1, st2, st3 = init(), init(), init(), init()
+            for u in range(units):
+                st0 = step(st0, ra, rb, u, x0, s0, sm0, g0)
+                st1 = step(st1, ra, rb, u, x1, s1, sm1, g1)
+                st2 = step(st2, ra, rb, u, x2, s2, sm2, g2)
+                st3 = step(st3, ra, rb, u, x3, s3, sm3, g3)
+            out[m, r], out[m, r2] = fin(st0)
+            out[m + 1, r], out[m + 1, r2] = fin(st1)
+            out[m + 2, r], out[m + 2, r2] = fin(st2)
+            out[m + 3, r], out[m + 3, r2] = fin(st3)
+        for m in range(m4, m1):
+            x0, s0, sm0, g0 = xq[m], xd[m], xm[m], xs[m]
+            st0 = init()
+            for u in range(units):
+                st0 = step(st0, ra, rb, u, x0, s0, sm0, g0)
+            out[m, r], out[m, r2] = fin(st0)
+
+
+@njit(cache=True)
+def row_tiles(n_rows, M, n_threads):
+    """Row tiles for a matmul of M activation rows: about 4 work items per thread in all."""
+    n_mc = (M + M_CHUNK - 1) // M_CHUNK
+    want = (4 * n_threads + n_mc - 1) // n_mc
+    return max(1, min((n_rows + 1) // 2, want))

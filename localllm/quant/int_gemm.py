@@ -1,0 +1,125 @@
+"""Integer-dot matmul kernels for the x86 paths, one entry kernel per block format.
+
+Every kernel has one signature (one specialization each):
+    raw (N, row_bytes) uint8 readonly; xq (M, K) int8; xd, xm (M, K/32) f32;
+    xs (M, K/32) int32 (q8act's layout); out (M, N) f32; n_rtiles: row tiles.
+The block arithmetic comes from blocks_avx512 on the avx512 path, for the formats
+it covers, and from blocks_avx2 otherwise; gemm_tiles does the tiling. Both
+paths produce the same 8 int32 lanes per block and the same float steps, so
+their results are equal bit for bit.
+
+Import only on x86 with AVX2 (isa.KERNEL_PATH is 'avx2' or 'avx512').
+"""
+
+import localllm._numba_setup  # noqa: F401
+
+from numba import njit, prange
+
+from localllm.isa import KERNEL_PATH
+from localllm.quant import blocks_avx2 as B2
+from localllm.quant.gemm_tiles import n_items, tile_item
+
+if KERNEL_PATH == "avx512":
+    from localllm.quant import blocks_avx512 as B
+else:
+    B = B2
+
+
+def _fmt(step, init="vec_init", fin="vec_fin"):
+    """(init, step, fin) of one format, from the path's module if it has the format."""
+    mod = B if hasattr(B, step) else B2
+    return getattr(mod, init), getattr(mod, step), getattr(mod, fin)
+
+
+_Q4_0_I, _Q4_0, _Q4_0_F = _fmt("q4_0_step")
+_Q4_1_I, _Q4_1, _Q4_1_F = _fmt("q4_1_step", "q4_1_init", "q4_1_fin")
+_Q5_0_I, _Q5_0, _Q5_0_F = _fmt("q5_0_step")
+_Q8_0_I, _Q8_0, _Q8_0_F = _fmt("q8_0_step")
+_Q4_K_I, _Q4_K, _Q4_K_F = _fmt("q4_k_step", "kq_scalar_init", "kq_scalar_fin")
+_Q5_K_I, _Q5_K, _Q5_K_F = _fmt("q5_k_step", "q5_k_init", "q5_k_fin")
+_Q6_K_I, _Q6_K, _Q6_K_F = _fmt("q6_k_step")
+
+
+# Per format: one work item (a plain function, where the format's functions are globals)
+# and the parallel loop over items. Units per row: K/32 blocks, or K/256 for K-quants.
+
+
+@njit(cache=True)
+def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+    tile_item(_Q4_0_I, _Q4_0, _Q4_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+
+
+@njit(parallel=True, cache=True)
+def mm_q4_0(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+
+
+@njit(cache=True)
+def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+    tile_item(_Q4_1_I, _Q4_1, _Q4_1_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+
+
+@njit(parallel=True, cache=True)
+def mm_q4_1(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+
+
+@njit(cache=True)
+def _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+    tile_item(_Q5_0_I, _Q5_0, _Q5_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+
+
+@njit(parallel=True, cache=True)
+def mm_q5_0(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+
+
+@njit(cache=True)
+def _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+    tile_item(_Q8_0_I, _Q8_0, _Q8_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+
+
+@njit(parallel=True, cache=True)
+def mm_q8_0(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+
+
+@njit(cache=True)
+def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+    tile_item(_Q4_K_I, _Q4_K, _Q4_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+
+
+@njit(parallel=True, cache=True)
+def mm_q4_k(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+
+
+@njit(cache=True)
+def _q5_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+    tile_item(_Q5_K_I, _Q5_K, _Q5_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+
+
+@njit(parallel=True, cache=True)
+def mm_q5_k(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q5_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+
+
+@njit(cache=True)
+def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+    tile_item(_Q6_K_I, _Q6_K, _Q6_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+
+
+@njit(parallel=True, cache=True)
+def mm_q6_k(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+
+
+# Weight type code -> kernel (codes as in formats.py).
+KERNELS = {2: mm_q4_0, 3: mm_q4_1, 6: mm_q5_0, 8: mm_q8_0, 12: mm_q4_k, 13: mm_q5_k, 14: mm_q6_k}

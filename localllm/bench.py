@@ -4,8 +4,17 @@ with each phase placed against this machine's own limits.
 pp<N>: N prompt tokens through an empty cache (time to first token is its time).
 tg<N>: N tokens decoded one at a time after a 1-token start, as llama-bench does.
 For each phase we report the weight bytes it streams per second and the matmul
-FLOP/s it achieves, next to the machine's measured read bandwidth and sgemm
-rate: the larger fraction says whether the phase is memory- or compute-bound.
+FLOP/s it achieves, next to the machine's roofs: the larger fraction says whether
+the phase is memory- or compute-bound.
+
+The roofs are measured in a child process (measure_machine):
+  * memory: kernels.machine.read_bandwidth, which streams bytes the way the matmul
+    kernels stream weights (every thread, wide loads, prefetch), best of a few runs;
+  * compute: the better of numpy's sgemm and the project's own integer GEMM
+    (quant.linear on a cache-resident Q8_0 1024x1024 matrix, 64 activation rows).
+A probe can still come in under what a phase achieves (noise, another process). The
+fractions never exceed 100%: each roof is at least the best rate any phase of the
+run measured, and the bound says so when a phase raised it.
 """
 
 from __future__ import annotations
@@ -24,6 +33,12 @@ from .generation import PREFILL_CHUNK
 class MachineLimits:
     read_gb_s: float  # streaming read bandwidth with the current thread count
     sgemm_gflop_s: float  # numpy float32 matmul, 1024^3
+    int8_gop_s: float = 0.0  # quant.linear, Q8_0 (1024, 1024) weights x 64 rows: 2*N*K*M / s
+
+    @property
+    def compute_gop_s(self) -> float:
+        """The compute peak the matmuls can meet: float or integer, whichever is faster."""
+        return max(self.sgemm_gflop_s, self.int8_gop_s)
 
 
 @dataclass
@@ -53,18 +68,11 @@ def measure_machine(threads: int) -> MachineLimits:
 
 
 def _measure_here() -> MachineLimits:
-    """Read bandwidth (a parallel sum over 512 MB) and sgemm GFLOP/s, best of a few runs."""
-    from .kernels.machine import parallel_sum
+    """Read bandwidth (kernels.machine.read_bandwidth over 512 MB), sgemm GFLOP/s and int8
+    GEMM GOP/s, each the best of a few runs."""
+    from .kernels.machine import read_bandwidth
 
-    buf = np.ones(128 * 1024 * 1024, dtype=np.float32)  # 512 MB, far beyond any cache
-    parallel_sum(buf[:1024])  # compile outside the timing
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        parallel_sum(buf)
-        best = min(best, time.perf_counter() - t)
-    read = buf.nbytes / best / 1e9
-    del buf
+    read = read_bandwidth(512 << 20)  # far beyond any cache
     a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
     a @ a
     best = float("inf")
@@ -72,7 +80,38 @@ def _measure_here() -> MachineLimits:
         t = time.perf_counter()
         a @ a
         best = min(best, time.perf_counter() - t)
-    return MachineLimits(read, 2 * 1024**3 / best / 1e9)
+    return MachineLimits(read, 2 * 1024**3 / best / 1e9, int8_gemm_gop_s())
+
+
+def q8_0_weights(n: int, k: int, rng) -> np.ndarray:
+    """(n, k // 32 * 34) uint8 of valid Q8_0 blocks: a small finite f16 scale, 32 int8 codes."""
+    nb = k // 32
+    blocks = np.empty((n, nb, 34), np.uint8)
+    blocks[:, :, :2] = rng.uniform(1e-3, 1e-2, (n, nb)).astype(np.float16).view(np.uint8).reshape(n, nb, 2)
+    blocks[:, :, 2:] = rng.integers(-127, 128, (n, nb, 32), dtype=np.int8).view(np.uint8)
+    return blocks.reshape(n, nb * 34)
+
+
+def int8_gemm_gop_s(n: int = 1024, k: int = 1024, m: int = 64, reps: int = 20) -> float:
+    """Integer GEMM rate of the project's own quant.linear: Q8_0 (n, k) weights, whose 1.1 MB
+    stay in cache, times m activation rows (quantized to Q8_0 inside linear, as in the model)."""
+    from gguf import GGMLQuantizationType
+
+    from .quant import QuantTensor, linear
+
+    rng = np.random.default_rng(0)
+    w = QuantTensor(q8_0_weights(n, k, rng), GGMLQuantizationType.Q8_0, (n, k))
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    out = np.empty((m, n), np.float32)
+    linear(x, w, out)  # compile (or load) outside the timing
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        linear(x, w, out)
+        best = min(best, time.perf_counter() - t)
+    if not np.isfinite(out).all():
+        raise RuntimeError("int8 GEMM probe gave non-finite results")
+    return 2 * n * k * m / best / 1e9
 
 
 def _layer_weights(model):
@@ -96,18 +135,58 @@ def _tokens(n: int, vocab: int, seed: int = 0) -> list[int]:
     return np.random.default_rng(seed).integers(min(1000, vocab // 2), vocab, n).tolist()
 
 
+def _bound(gb_s: float, gflop_s: float, limits: MachineLimits, best_gb_s: float = 0.0,
+           best_gflop_s: float = 0.0) -> str:
+    """'memory (83% of peak)' or 'compute (...)': the phase's larger fraction of the roofs.
+
+    Each roof is the probe's figure, raised to the best rate a measured phase reached
+    (best_gb_s / best_gflop_s, and this phase's own): a fraction never exceeds 100%, and
+    the text says when the probe came in under a measured phase."""
+    mem_roof = max(limits.read_gb_s, best_gb_s, gb_s)
+    cmp_roof = max(limits.compute_gop_s, best_gflop_s, gflop_s)
+    mem_frac = gb_s / mem_roof if mem_roof > 0 else 0.0
+    cmp_frac = gflop_s / cmp_roof if cmp_roof > 0 else 0.0
+    if mem_frac >= cmp_frac:
+        kind, frac, raised = "memory", mem_frac, mem_roof > limits.read_gb_s
+        why = "probe below measured"
+    else:
+        kind, frac, raised = "compute", cmp_frac, cmp_roof > limits.compute_gop_s
+        why = "sgemm and int8 probes below measured"
+    return f"{kind} ({frac:.0%} of peak{'; ' + why if raised else ''})"
+
+
 def _summarize(test: str, n: int, seconds: list[float], bytes_total: float, flops_total: float,
                limits: MachineLimits) -> PhaseResult:
-    """bytes_total / flops_total: what the whole timed run streams and computes."""
+    """bytes_total / flops_total: what the whole timed run streams and computes. The bound is
+    placed against the probes and this phase alone; apply_roofline places a run's phases together."""
     rates = [n / s for s in seconds]
     mean = statistics.mean(rates)
     sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
     gb_s = bytes_total * mean / n / 1e9
     gflop_s = flops_total * mean / n / 1e9
-    mem_frac = gb_s / limits.read_gb_s
-    cmp_frac = gflop_s / limits.sgemm_gflop_s
-    bound = "memory" if mem_frac >= cmp_frac else "compute"
-    return PhaseResult(test, 1, n, mean, sd, seconds, gb_s, gflop_s, f"{bound} ({max(mem_frac, cmp_frac):.0%} of peak)")
+    return PhaseResult(test, 1, n, mean, sd, seconds, gb_s, gflop_s, _bound(gb_s, gflop_s, limits))
+
+
+def roofline(results, limits: MachineLimits) -> dict:
+    """The run's roofs: each probe's figure, or the best phase rate where that is higher."""
+    best_mem = max(results, key=lambda r: r.weight_gb_s, default=None)
+    best_cmp = max(results, key=lambda r: r.gflop_s, default=None)
+    peak_name = "int8" if limits.int8_gop_s >= limits.sgemm_gflop_s else "sgemm"
+    mem_raised = best_mem is not None and best_mem.weight_gb_s > limits.read_gb_s
+    cmp_raised = best_cmp is not None and best_cmp.gflop_s > limits.compute_gop_s
+    return {
+        "read_gb_s": best_mem.weight_gb_s if mem_raised else limits.read_gb_s,
+        "read_from": best_mem.test if mem_raised else "probe",
+        "compute_gop_s": best_cmp.gflop_s if cmp_raised else limits.compute_gop_s,
+        "compute_from": best_cmp.test if cmp_raised else peak_name,
+    }
+
+
+def apply_roofline(results, limits: MachineLimits) -> None:
+    """Re-place every phase's bound against the roofs of the whole run (see roofline)."""
+    roofs = roofline(results, limits)
+    for r in results:
+        r.bound = _bound(r.weight_gb_s, r.gflop_s, limits, roofs["read_gb_s"], roofs["compute_gop_s"])
 
 
 def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, limits: MachineLimits | None = None):
@@ -149,6 +228,7 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, limits:
         results.append(_summarize(f"tg{n_gen}", n_gen, secs, (layer_bytes + head_bytes) * n_gen,
                                   (layer_flops + head_flops) * n_gen, limits))
     session.cache.clear()
+    apply_roofline(results, limits)
     return results, limits
 
 
@@ -161,6 +241,7 @@ def bench_report(llm, results, limits) -> dict:
         "threading_layer": threading_layer(),
         "kernels": kernel_path(),
         "machine": asdict(limits),
+        "roofline": roofline(results, limits),
         "results": [asdict(r) for r in results],
     }
 
@@ -170,7 +251,15 @@ def format_report(report: dict) -> str:
     lines = [
         f"model: {report['model']}",
         f"threads: {report['threads']} ({report['threading_layer']} layer, {report['kernels']} kernels); "
-        f"machine: {m['read_gb_s']:.1f} GB/s read, {m['sgemm_gflop_s']:.0f} GFLOP/s sgemm",
+        f"machine: {m['read_gb_s']:.1f} GB/s read, {m['sgemm_gflop_s']:.0f} GFLOP/s sgemm, "
+        f"{m.get('int8_gop_s', 0.0):.0f} GOP/s int8",
+    ]
+    roofs = report.get("roofline")
+    if roofs and (roofs["read_from"] != "probe" or roofs["compute_from"] not in ("int8", "sgemm")):
+        lines.append(f"roofs: memory {roofs['read_gb_s']:.1f} GB/s (from {roofs['read_from']}), compute "
+                     f"{roofs['compute_gop_s']:.0f} GOP/s (from {roofs['compute_from']}); "
+                     "a phase that beat its probe sets that roof")
+    lines += [
         f"| {'test':>7} | {'t/s':>16} | {'ms/token':>8} | {'weights GB/s':>12} | {'GFLOP/s':>8} | bound",
         f"| {'-' * 7} | {'-' * 16} | {'-' * 8} | {'-' * 12} | {'-' * 8} | -----",
     ]

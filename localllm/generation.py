@@ -88,10 +88,11 @@ class Session:
             return max(1, self.threads // kv_heads)
         return 1
 
-    def feed(self, ids: Sequence[int], logits_rows=None, n_batch: int = PREFILL_CHUNK) -> np.ndarray:
-        """Append ids to the cache in chunks of n_batch; return logits of the asked rows (default: last).
-
-        Every row has one arithmetic, so the logits are the same bits for any n_batch."""
+    def feed(self, ids: Sequence[int], logits_rows=None, n_batch: int | None = None) -> np.ndarray:
+        """Append ids to the cache in chunks of n_batch (default PREFILL_CHUNK); return logits of
+        the asked rows (default: last). Every row has one arithmetic, so the logits are the
+        same bits for any n_batch."""
+        n_batch = n_batch or PREFILL_CHUNK
         out = None
         n = len(ids)
         # check the whole input up front: a failure in a later chunk must not leave earlier ones cached

@@ -247,3 +247,11 @@ def test_quantize_gguf_failure_leaves_no_output(tiny_gguf, tmp_path):
     with pytest.raises(ValueError, match="q3_k"):
         quantize_gguf(src, out_dir / "x.gguf", "q3_k")
     assert list(out_dir.iterdir()) == []
+
+
+def test_linear_with_no_rows():
+    """A prompt chunk that asks for no logits rows sends an empty batch to the LM head."""
+    rng = np.random.default_rng(4)
+    for qtype in (T.Q4_0, T.Q4_K, T.F32):
+        w = QuantTensor(random_tensor(qtype, 8, 256, rng), qtype, (8, 256))
+        assert linear(np.empty((0, 256), np.float32), w).shape == (0, 8)

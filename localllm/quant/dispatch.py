@@ -89,6 +89,8 @@ def quantize(x: np.ndarray, kind: int):
 
 
 def _matmul(x: np.ndarray, w: "QuantTensor", out: np.ndarray, act_cache: dict | None = None) -> None:
+    if x.shape[0] == 0:  # a prompt chunk that asks for no logits rows
+        return
     code = w.fmt.code
     if code in KERNELS:
         kind = ACT_FORMAT[code]

@@ -40,7 +40,15 @@ def model_info(path: str) -> dict[str, Any]:
             rope_base=c.rope_base,
             sliding_window=c.sliding_window or None,
         )
+    facts["kernels"] = kernel_facts()
     return facts
+
+
+def kernel_facts() -> dict[str, Any]:
+    """The matmul kernel path this process would run, and the ones the CPU allows."""
+    from .isa import KERNEL_PATH, available_paths
+
+    return {"path": KERNEL_PATH, "available": available_paths()}
 
 
 def _human(n: float) -> str:
@@ -71,6 +79,8 @@ def format_info(f: dict[str, Any]) -> str:
             lines.append(f"sliding win  {f['sliding_window']}")
     lines.append(f"tokenizer    {f['tokenizer']} (pre {f['tokenizer_pre']}, {f['vocab_size']} tokens)")
     lines.append(f"chat template {'yes' if f['chat_template'] else 'no'}")
+    k = f["kernels"]
+    lines.append(f"kernels      {k['path']} (this CPU can run: {', '.join(k['available'])}; LOCALLLM_KERNELS picks)")
     lines.append("tensor types")
     for name, v in f["tensor_types"].items():
         lines.append(f"  {name:<6} {v['count']:>4} tensors  {v['bytes'] / 2**20:8.1f} MiB")

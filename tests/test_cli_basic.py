@@ -27,6 +27,9 @@ def test_info_smollm2(smollm2_path):
     assert (f["layers"], f["heads"], f["kv_heads"], f["embedding"]) == (30, 9, 3, 576)
     assert f["vocab_size"] == 49152 and f["tokenizer"] == "gpt2" and f["chat_template"] is True
     assert f["tensor_types"]["Q4_1"]["count"] == 210
+    from localllm.isa import KERNEL_PATH, available_paths
+
+    assert f["kernels"] == {"path": KERNEL_PATH, "available": available_paths()}
 
 
 def test_info_gemma3_text(gemma3_path):
@@ -34,6 +37,7 @@ def test_info_gemma3_text(gemma3_path):
     assert r.exit_code == 0, r.output
     assert "gemma3" in r.output and "kv heads 1" in r.output and "sliding win  512" in r.output
     assert "Q6_K" in r.output and "chat template no" in r.output
+    assert "\nkernels      " in r.output
 
 
 def test_tokenize_prints_json(smollm2_path):

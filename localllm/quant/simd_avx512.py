@@ -15,8 +15,10 @@ import localllm._numba_setup  # noqa: F401
 
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
+
+from localllm.quant.simd_x86 import _addr, _bcast, _call, _splat
+from localllm.quant.simd_x86 import _is_byte_array as _bytes
 
 _i1, _i8, _i16, _i32, _f32 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
 _B64 = ir.VectorType(_i8, 64)
@@ -45,17 +47,8 @@ i32x16 = _vtype("i32x16", _D16)
 f32x16 = _vtype("f32x16", _F16)
 
 
-def _splat(llty, value):
-    return ir.Constant(llty, [ir.Constant(llty.element, value)] * llty.count)
-
-
 def _idx(values):
     return ir.Constant(ir.VectorType(_i32, len(values)), list(values))
-
-
-def _bcast(builder, llty, scalar):
-    v = builder.insert_element(ir.Constant(llty, ir.Undefined), scalar, ir.Constant(_i32, 0))
-    return builder.shuffle_vector(v, ir.Constant(llty, ir.Undefined), _idx([0] * llty.count))
 
 
 def _halves(builder, llty, a, b):
@@ -63,22 +56,6 @@ def _halves(builder, llty, a, b):
     n = llty.count
     return builder.shuffle_vector(_bcast(builder, llty, a), _bcast(builder, llty, b),
                                   _idx([0] * (n // 2) + [n] * (n // 2)))
-
-
-def _call(builder, name, retty, args):
-    fnty = ir.FunctionType(retty, [a.type for a in args])
-    fn = cgutils.get_or_insert_function(builder.module, fnty, name)
-    return builder.call(fn, args)
-
-
-def _addr(context, builder, arrty, arr, offty, off):
-    ary = context.make_array(arrty)(context, builder, arr)
-    off = context.cast(builder, off, offty, types.intp)
-    return builder.gep(ary.data, [off])
-
-
-def _bytes(t):
-    return isinstance(t, types.Array) and t.ndim == 1 and t.dtype in (types.uint8, types.int8)
 
 
 def _load(builder, ptr, llty):

@@ -36,7 +36,7 @@ from localllm.quant.simd_x86 import (
     fzero,
     hsum,
     iadd,
-    ihsum,
+    ihsum4,
     izero,
     load32,
     load_nibbles,
@@ -155,18 +155,36 @@ def kq_scalar_init():
 
 
 @njit(inline="always", cache=True)
+def _q4_k_lanes(row, o, c, x, g):
+    """Integer lanes of groups 2c (low nibbles) and 2c+1 (high nibbles) of a super-block,
+    each 4-element sum times its 6-bit scale; and the groups' integer min term."""
+    q = load32(row, o + 16 + 32 * c)
+    sc0, mn0 = scale_min_k4(row, o + 4, 2 * c)
+    sc1, mn1 = scale_min_k4(row, o + 4, 2 * c + 1)
+    lanes = iadd(dot_us_scaled(v_and(q, 0xF), load32(x, 32 * g), sc0),
+                 dot_us_scaled(v_shr(q, 4), load32(x, 32 * g + 32), sc1))
+    return lanes, np.int32(mn0), np.int32(mn1)
+
+
+@njit(inline="always", cache=True)
 def _q4_k(acc, accm, row, sb, x, s, gs):
     o = sb * 144
     dx = s[8 * sb]
-    for c in range(4):
-        q = load32(row, o + 16 + 32 * c)  # groups 2c (low nibbles) and 2c+1 (high)
-        g = 8 * sb + 2 * c
-        sc0, mn0 = scale_min_k4(row, o + 4, 2 * c)
-        sc1, mn1 = scale_min_k4(row, o + 4, 2 * c + 1)
-        lanes = iadd(dot_us_scaled(v_and(q, 0xF), load32(x, 32 * g), sc0),
-                     dot_us_scaled(v_shr(q, 4), load32(x, 32 * g + 32), sc1))
-        acc = fma32(np.float32(ihsum(lanes)), _half(row, o) * dx, acc)
-        accm = fma32(np.float32(mn0 * gs[g] + mn1 * gs[g + 1]), _half(row, o + 2) * dx, accm)
+    dd, dm = _half(row, o) * dx, _half(row, o + 2) * dx
+    g = 8 * sb
+    l0, a0, b0 = _q4_k_lanes(row, o, 0, x, g)
+    l1, a1, b1 = _q4_k_lanes(row, o, 1, x, g + 2)
+    l2, a2, b2 = _q4_k_lanes(row, o, 2, x, g + 4)
+    l3, a3, b3 = _q4_k_lanes(row, o, 3, x, g + 6)
+    s0, s1, s2, s3 = ihsum4(l0, l1, l2, l3)
+    acc = fma32(np.float32(s0), dd, acc)
+    accm = fma32(np.float32(a0 * gs[g] + b0 * gs[g + 1]), dm, accm)
+    acc = fma32(np.float32(s1), dd, acc)
+    accm = fma32(np.float32(a1 * gs[g + 2] + b1 * gs[g + 3]), dm, accm)
+    acc = fma32(np.float32(s2), dd, acc)
+    accm = fma32(np.float32(a2 * gs[g + 4] + b2 * gs[g + 5]), dm, accm)
+    acc = fma32(np.float32(s3), dd, acc)
+    accm = fma32(np.float32(a3 * gs[g + 6] + b3 * gs[g + 7]), dm, accm)
     return acc, accm
 
 

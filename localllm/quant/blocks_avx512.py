@@ -8,8 +8,9 @@ float operations:
     so the activations go in as x + 128 (x ^ 0x80) and the weights' own lane sums
     times -128, computed once per weight block, start the accumulator;
   * Q4_1's codes are unsigned already: one vpdpbusd;
-  * Q4_K's lanes carry 6-bit integer scales: vpmaddubsw + vpmaddwd, as on AVX2.
-Formats not here (Q5_K, Q6_K) run blocks_avx2's code on this path.
+Formats not here (the K-quants) run blocks_avx2's code on this path: their work
+is in scale decoding and per-64 horizontal sums, which 512-bit registers do not
+shorten.
 """
 
 import localllm._numba_setup  # noqa: F401
@@ -18,27 +19,21 @@ import numpy as np
 from numba import njit
 
 from localllm.kernels.fmath import fma32
-from localllm.quant.blocks_avx2 import _half, kq_scalar_fin, kq_scalar_init, scale_min_k4  # noqa: F401
+from localllm.quant.blocks_avx2 import _half
 from localllm.quant.simd_avx512 import (
     bcast32,
-    dot_us_scaled2,
     dpbusd,
     fma16,
     fmul_s,
     fzero16,
     halves_f32,
     hsum2,
-    iadd16,
-    ihsum2,
     izero16,
     load32x2,
     nibbles32x2,
     q5_high_bits2,
-    scales16x2,
     signed_dot_bias,
-    w_and,
     w_or,
-    w_shr,
     w_subc,
     w_xorc,
 )
@@ -100,27 +95,3 @@ def q4_1_step(st, ra, rb, b, x, s, sm, gs):
 def q4_1_fin(st):
     a, b = hsum2(st[0])
     return a + st[1], b + st[2]
-
-
-@njit(inline="always", cache=True)
-def q4_k_step(st, ra, rb, sb, x, s, sm, gs):
-    o = sb * 144  # d, dmin f16 | 12 B scales/mins | 128 B nibbles
-    dx = s[8 * sb]
-    acc_a, accm_a, acc_b, accm_b = st
-    for c in range(4):
-        q = load32x2(ra, o + 16 + 32 * c, rb, o + 16 + 32 * c)  # groups 2c (low nibbles), 2c+1 (high)
-        g = 8 * sb + 2 * c
-        sa0, ma0 = scale_min_k4(ra, o + 4, 2 * c)
-        sa1, ma1 = scale_min_k4(ra, o + 4, 2 * c + 1)
-        sb0, mb0 = scale_min_k4(rb, o + 4, 2 * c)
-        sb1, mb1 = scale_min_k4(rb, o + 4, 2 * c + 1)
-        lanes = iadd16(dot_us_scaled2(w_and(q, 0xF), bcast32(x, 32 * g), scales16x2(sa0, sb0)),
-                       dot_us_scaled2(w_shr(q, 4), bcast32(x, 32 * g + 32), scales16x2(sa1, sb1)))
-        ima = ma0 * gs[g] + ma1 * gs[g + 1]
-        imb = mb0 * gs[g] + mb1 * gs[g + 1]
-        la, lb = ihsum2(lanes)  # each 64 elements meet their float scales (blocks_avx2's order)
-        acc_a = fma32(np.float32(la), _half(ra, o) * dx, acc_a)
-        accm_a = fma32(np.float32(ima), _half(ra, o + 2) * dx, accm_a)
-        acc_b = fma32(np.float32(lb), _half(rb, o) * dx, acc_b)
-        accm_b = fma32(np.float32(imb), _half(rb, o + 2) * dx, accm_b)
-    return acc_a, accm_a, acc_b, accm_b

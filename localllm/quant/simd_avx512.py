@@ -6,7 +6,7 @@ so each half is the 8-lane vector the AVX2 kernel would hold for that row.
 vpdpbusd (VNNI) computes the same 8 int32 lanes per 32-block that vpmaddubsw +
 vpmaddwd do, and the float steps are lane-wise, so both paths give equal bits.
 
-Types seen by numba code: I8x64 (<64 x i8>), I16x32, I32x16 and F32x16.
+Types seen by numba code: I8x64 (<64 x i8>), I32x16 and F32x16.
 Import only when isa.KERNEL_PATH is 'avx512': executing these on a CPU without
 AVX-512 faults.
 """
@@ -24,7 +24,6 @@ _i1, _i8, _i16, _i32, _f32 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.In
 _B64 = ir.VectorType(_i8, 64)
 _B32 = ir.VectorType(_i8, 32)
 _B16 = ir.VectorType(_i8, 16)
-_W32 = ir.VectorType(_i16, 32)
 _D16 = ir.VectorType(_i32, 16)
 _D8 = ir.VectorType(_i32, 8)
 _F16 = ir.VectorType(_f32, 16)
@@ -42,7 +41,6 @@ def _vtype(name, llty):
 
 
 i8x64 = _vtype("i8x64", _B64)
-i16x32 = _vtype("i16x32", _W32)
 i32x16 = _vtype("i32x16", _D16)
 f32x16 = _vtype("f32x16", _F16)
 
@@ -151,9 +149,6 @@ def _byte_op(op):
     return fn
 
 
-w_and = _byte_op("and_")
-w_shr = _byte_op("lshr")
-w_shl = _byte_op("shl")
 w_subc = _byte_op("sub")
 w_xorc = _byte_op("xor")
 
@@ -204,66 +199,11 @@ def signed_dot_bias(typingctx, w):
 
 
 @intrinsic
-def scales16x2(typingctx, a, b):
-    """I16x32 with integer scale a in row a's 16 words and b in row b's."""
-    if not (isinstance(a, types.Integer) and isinstance(b, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _halves(builder, _W32, builder.trunc(args[0], _i16), builder.trunc(args[1], _i16))
-
-    return i16x32(a, b), codegen
-
-
-@intrinsic
-def dot_us_scaled2(typingctx, u, s, sc):
-    """vpmaddubsw + vpmaddwd: each 4-element lane sum of u (unsigned, < 128) x s times its
-    row's int16 scale (sc, from scales16x2) -> I32x16."""
-    if u != i8x64 or s != i8x64 or sc != i16x32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        p = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", _W32, [args[0], args[1]])
-        return _call(builder, "llvm.x86.avx512.pmaddw.d.512", _D16, [p, args[2]])
-
-    return i32x16(u, s, sc), codegen
-
-
-@intrinsic
 def izero16(typingctx):
     def codegen(context, builder, sig, args):
         return _splat(_D16, 0)
 
     return i32x16(), codegen
-
-
-@intrinsic
-def iadd16(typingctx, a, b):
-    if a != i32x16 or b != i32x16:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.add(args[0], args[1])
-
-    return i32x16(a, b), codegen
-
-
-@intrinsic
-def ihsum2(typingctx, v):
-    """(sum of lanes 0..7, sum of lanes 8..15) as int32 (exact)."""
-    if v != i32x16:
-        return None
-
-    def codegen(context, builder, sig, args):
-        out = []
-        for h in (0, 8):
-            t = builder.extract_element(args[0], ir.Constant(_i32, h))
-            for i in range(1, 8):
-                t = builder.add(t, builder.extract_element(args[0], ir.Constant(_i32, h + i)))
-            out.append(t)
-        return context.make_tuple(builder, sig.return_type, out)
-
-    return types.UniTuple(types.int32, 2)(v), codegen
 
 
 # ---- float accumulation -------------------------------------------------------------

@@ -3,8 +3,8 @@
     python scripts/bench_quant.py [--n 4096 --k 4096] [--types Q4_0,Q8_0] [--reps 20]
 
 Prints matvec (M=1) GB/s of weight bytes per type at 1 and 2 threads, the
-small-M one-pass kernels vs dequantize+sgemm at several M (to choose
-dispatch.SMALL_M_MAX), and numpy's f32 sgemm on the same shape for reference.
+matmul kernels' GOP/s at several M (one kernel serves every M), and numpy's f32
+sgemm on the same shape for reference.
 Keep it short on shared machines: the defaults take well under a minute.
 """
 
@@ -18,7 +18,6 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from localllm.quant import FORMATS, QuantTensor, kernel_path, linear
-from localllm.quant import dispatch
 
 FAST = ["Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16", "F32"]
 
@@ -73,7 +72,7 @@ def main() -> None:
     print(f"  threading layer: {setup.threading_layer()}")
 
     numba.set_num_threads(min(2, max_threads))
-    print(f"\nGFLOP/s by M at {numba.get_num_threads()} threads: one-pass kernel | dequant+sgemm | numpy f32 sgemm")
+    print(f"\nGFLOP/s by M at {numba.get_num_threads()} threads: localllm kernel | numpy f32 sgemm")
     wf = rng.standard_normal((n, k)).astype(np.float32)
     for m in (int(s) for s in args.ms.split(",")):
         x = rng.standard_normal((m, k)).astype(np.float32)
@@ -81,9 +80,8 @@ def main() -> None:
         flops = 2.0 * m * n * k
         sgemm = flops / timeit(lambda: np.matmul(x, wf.T, out=out), max(2, args.reps // 4)) / 1e9
         for name, w in weights.items():
-            small = flops / timeit(lambda: dispatch._small_m(x, w, out), max(2, args.reps // 4)) / 1e9
-            large = flops / timeit(lambda: dispatch._large_m(x, w, out), max(2, args.reps // 4)) / 1e9
-            print(f"  M={m:4d} {name:5s} {small:7.1f} | {large:7.1f} | {sgemm:7.1f}")
+            rate = flops / timeit(lambda: linear(x, w, out), max(2, args.reps // 4)) / 1e9
+            print(f"  M={m:4d} {name:5s} {rate:7.1f} | {sgemm:7.1f}")
 
 
 if __name__ == "__main__":

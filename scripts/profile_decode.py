@@ -57,7 +57,7 @@ def main() -> None:
     for mod, name in patches:
         setattr(mod, name, _timed(getattr(mod, name), box))
     if dispatch.USE_X86:
-        kernels = dispatch.matvec_x86.KERNELS
+        kernels = dispatch.KERNELS
         for code in list(kernels):
             kernels[code] = _timed(kernels[code], box)
 

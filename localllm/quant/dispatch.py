@@ -94,12 +94,12 @@ def _matmul(x: np.ndarray, w: "QuantTensor", out: np.ndarray, act_cache: dict | 
     code = w.fmt.code
     if code in KERNELS:
         kind = ACT_FORMAT[code]
-        if act_cache is None or kind not in act_cache:
+        acts = act_cache.get(kind) if act_cache is not None else None
+        if acts is None:  # quantized once per input and format (Q, K, V share it)
             acts = quantize(x, kind)
             if act_cache is not None:
                 act_cache[kind] = acts
-        KERNELS[code](w.raw, *(act_cache[kind] if act_cache is not None else acts), out,
-                      row_tiles(w.shape[0], x.shape[0], numba.get_num_threads()))
+        KERNELS[code](w.raw, *acts, out, row_tiles(w.shape[0], x.shape[0], numba.get_num_threads()))
     elif code in FLOAT_CODES:
         mm_float(w.raw, code, x, out, _n_tiles(w.shape[0]))
     else:

@@ -15,7 +15,7 @@ from localllm.quant.convert import TARGETS, quantize_gguf
 from localllm.quant.gemm_tiles import M_CHUNK
 from localllm.quant.formats import FORMATS
 from localllm.quant.matmul_generic import mm_generic
-from quant_data import F16_FIELDS, random_tensor  # noqa: F401
+from quant_data import random_tensor
 
 # Formats whose kernels quantize the activation to int8 on the x86 paths.
 INT_DOT = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K}

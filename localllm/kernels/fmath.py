@@ -33,18 +33,6 @@ def hsum8(a):
     return (s0 + s2) + (s1 + s3)
 
 
-@njit(inline="always", cache=True)
-def hsum32(acc):
-    """Reduce 4 x 8 lanes (acc (4, 8)) as ggml's AVX f32 reduction does: (0+2), (1+3), then
-    (0+1); lanes i + i+4; then pairwise horizontal adds."""
-    t = np.empty(4, np.float32)
-    for i in range(4):
-        a = (acc[0, i] + acc[2, i]) + (acc[1, i] + acc[3, i])
-        b = (acc[0, i + 4] + acc[2, i + 4]) + (acc[1, i + 4] + acc[3, i + 4])
-        t[i] = a + b
-    return (t[0] + t[1]) + (t[2] + t[3])
-
-
 # The vectorised expf that llama.cpp's AVX2 build uses for softmax and SiLU: a
 # range reduction x = n*ln2 + b, a degree-5 polynomial in b, and a scale by 2^n
 # built from exponent bits (an Arm optimized-routines design, max error ~1.95 ulp).

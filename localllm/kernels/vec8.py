@@ -139,19 +139,6 @@ def hsum_movehl(typingctx, v):
     return types.float32(v), codegen
 
 
-@intrinsic
-def hsum_hadd(typingctx, v):
-    """Lane sum as an add of halves then two horizontal adds: (s0 + s1) + (s2 + s3)."""
-    if v != vec8:
-        return None
-
-    def codegen(context, builder, sig, args):
-        s = _halves(builder, args[0])
-        return builder.fadd(builder.fadd(s[0], s[1]), builder.fadd(s[2], s[3]))
-
-    return types.float32(v), codegen
-
-
 def _binary(op: str, doc: str):
     def typer(typingctx, a, b):
         if not (a == vec8 and b == vec8):

@@ -284,21 +284,6 @@ def iadd(typingctx, a, b):
 
 
 @intrinsic
-def ihsum(typingctx, a):
-    """Sum of the 8 int32 lanes (exact)."""
-    if a != i32x8:
-        return None
-
-    def codegen(context, builder, sig, args):
-        total = builder.extract_element(args[0], ir.Constant(_i32, 0))
-        for i in range(1, 8):
-            total = builder.add(total, builder.extract_element(args[0], ir.Constant(_i32, i)))
-        return total
-
-    return types.int32(a), codegen
-
-
-@intrinsic
 def ihsum4(typingctx, a, b, c, d):
     """The lane sums of four I32x8 at once (exact): three vphaddd and one 128-bit add,
     instead of four chains of seven scalar adds."""

@@ -12,18 +12,27 @@ import shutil
 from pathlib import Path
 
 
+# Files whose code numba compiles, or that decide what it compiles. Edits elsewhere
+# (CLI, API, tokenizer) leave the compiled kernels valid.
+KERNEL_SOURCES = ("kernels", "quant", "models/decode_step.py", "isa.py", "_numba_setup.py")
+
+
 def _source_tag(root: Path = Path(__file__).resolve().parent) -> str:
-    """A hash of the package's Python sources.
+    """A hash of the kernel sources (`KERNEL_SOURCES`).
 
     numba checks only a kernel's own file when it loads it from the cache, but a
     kernel that calls another (the compiled decode step calls every matvec kernel)
     carries the callee's code in its cache entry. An edit to the callee alone would
-    leave the old code running. Keying the cache directory by all sources avoids it.
+    leave the old code running. Keying the cache directory by all kernel sources
+    avoids it.
     """
     digest = hashlib.sha1()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
+    for entry in KERNEL_SOURCES:
+        target = root / entry
+        paths = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for path in paths:
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 

@@ -3,17 +3,37 @@
 from localllm import _numba_setup
 
 
-def test_tag_changes_with_any_source_file(tmp_path):
-    (tmp_path / "a.py").write_text("x = 1\n")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+def _kernel_tree(root):
+    (root / "kernels").mkdir()
+    (root / "kernels" / "a.py").write_text("x = 1\n")
+    (root / "quant" / "sub").mkdir(parents=True)
+    (root / "quant" / "sub" / "b.py").write_text("y = 2\n")
+    (root / "models").mkdir()
+    (root / "models" / "decode_step.py").write_text("z = 3\n")
+    (root / "isa.py").write_text("")
+    (root / "_numba_setup.py").write_text("")
+
+
+def test_tag_changes_with_any_kernel_source_file(tmp_path):
+    _kernel_tree(tmp_path)
     tag = _numba_setup._source_tag(tmp_path)
     assert tag == _numba_setup._source_tag(tmp_path)  # stable for the same sources
-    (tmp_path / "sub" / "b.py").write_text("y = 3\n")  # an edit to a callee's file only
+    (tmp_path / "quant" / "sub" / "b.py").write_text("y = 3\n")  # an edit to a callee's file only
     edited = _numba_setup._source_tag(tmp_path)
     assert edited != tag
-    (tmp_path / "sub" / "c.py").write_text("")  # a new module
-    assert _numba_setup._source_tag(tmp_path) != edited
+    (tmp_path / "kernels" / "c.py").write_text("")  # a new kernel module
+    added = _numba_setup._source_tag(tmp_path)
+    assert added != edited
+    (tmp_path / "models" / "decode_step.py").write_text("z = 4\n")
+    assert _numba_setup._source_tag(tmp_path) != added
+
+
+def test_tag_ignores_code_numba_never_compiles(tmp_path):
+    _kernel_tree(tmp_path)
+    tag = _numba_setup._source_tag(tmp_path)
+    (tmp_path / "cli.py").write_text("print('hi')\n")
+    (tmp_path / "models" / "llama.py").write_text("w = 1\n")
+    assert _numba_setup._source_tag(tmp_path) == tag
 
 
 def test_cache_dir_is_tagged_and_stale_ones_are_removed(tmp_path, monkeypatch):

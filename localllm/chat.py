@@ -10,10 +10,11 @@ runs in a hardened jinja2 ``ImmutableSandboxedEnvironment``:
 * every loop iteration, call, attribute lookup and operator ticks a per-render
   budget, so ``{% for i in range(10**5) %}{% for j in ... %}`` stops after
   ``time_limit`` seconds (checked in-process: a thread cannot be killed);
-* size-amplifying operations (``'a' * n``, ``+``, ``~``, ``**`` on ints,
-  ``%``/``format`` widths, padding methods and filters, ``join``,
-  ``replace``) are checked *before* they allocate, against a cap that scales
-  with the input size.
+* size-amplifying operations are estimated *before* they allocate, and every
+  value a guarded operation makes is charged to a per-render allocation
+  budget (see `localllm.chat_guard`): methods of builtin types and filters
+  go through allow-lists, ``str.format`` fields are checked once their
+  nested specs are filled in, ``%`` is parsed the way CPython parses it.
 
 The template sees what Hugging Face's ``apply_chat_template`` provides:
 ``messages``, ``add_generation_prompt``, ``bos_token``, ``eos_token``,
@@ -23,30 +24,34 @@ with ``trim_blocks`` and ``lstrip_blocks`` on.
 
 Fallback: when a model's metadata has no ``tokenizer.chat_template``,
 `template_or_fallback` returns `DEFAULT_CHATML` (the ChatML format llama.cpp
-also falls back to) and warns, since ChatML is only a guess for such models.
+also falls back to) and warns in one line, since ChatML is only a guess for
+such models.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
-import re
 import time
+import types
 import warnings
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import lru_cache, update_wrapper
 
 import jinja2
 from jinja2 import nodes
 from jinja2.ext import Extension
+from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import pass_context
+from jinja2.utils import pass_context, pass_eval_context
 from jinja2.visitor import NodeTransformer
+from markupsafe import Markup
 
-from .errors import LocalLLMError
+from . import chat_guard as guard
+from .chat_guard import TemplateError
 
 __all__ = [
     "TemplateError",
+    "ChatTemplateWarning",
     "render_chat",
     "chat_template_from_metadata",
     "template_or_fallback",
@@ -63,211 +68,110 @@ DEFAULT_CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-# Limits. The length cap grows with the input so long conversations render;
-# the fixed part leaves room for a template's own boilerplate.
-BASE_MAX_LEN = 1_000_000
-INPUT_LEN_FACTOR = 4
-MAX_INT_BITS = 4096  # integers this large have no business in a prompt
-MAX_FORMAT_WIDTH = 100_000
-MAX_JSON_INDENT = 16
 DEFAULT_TIME_LIMIT_S = 1.0
 
 
-class TemplateError(LocalLLMError, ValueError):
-    """A chat template failed to render, was refused, or called raise_exception."""
-
-
-# ---------------------------------------------------------------- per-render budget
-
-
-class _Budget:
-    __slots__ = ("deadline", "max_len", "ticks", "time_limit")
-
-    def __init__(self, time_limit: float, max_len: int):
-        self.time_limit = time_limit
-        self.deadline = time.perf_counter() + time_limit
-        self.max_len = max_len
-        self.ticks = 0
-
-
-# A ContextVar, not an env attribute: one cached environment serves every
-# thread, and each render needs its own clock.
-_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("localllm_chat_budget", default=None)
-
-
-def _tick() -> None:
-    b = _budget.get()
-    if b is None:
-        return
-    b.ticks += 1
-    if (b.ticks & 63) == 0 and time.perf_counter() > b.deadline:
-        raise TemplateError(f"chat template exceeded its {b.time_limit:g} s render time limit")
-
-
-def _max_len() -> int:
-    b = _budget.get()
-    return b.max_len if b is not None else BASE_MAX_LEN
-
-
-def _check_len(n: int, what: str) -> None:
-    cap = _max_len()
-    if n > cap:
-        raise TemplateError(f"chat template tried to build {what} of length {n:,} (limit {cap:,})")
-
-
-def _check_result(value):
-    if isinstance(value, (str, bytes, list, tuple, dict)):
-        _check_len(len(value), "a value")
-    return value
-
-
-def _weight(value, cap: int) -> int:
-    """Rough length of str(value), counting shared references each time (as str() would); stops past cap.
-
-    Containers can hold the same big string many times over, so their len()
-    says nothing about the text they turn into.
-    """
-    total, stack = 0, [value]
-    while stack and total <= cap:
-        v = stack.pop()
-        if isinstance(v, (str, bytes)):
-            total += len(v)
-        elif isinstance(v, (list, tuple, set, frozenset)):
-            total += 2 + 2 * len(v)
-            stack.extend(v)
-        elif isinstance(v, Mapping):
-            total += 2 + 4 * len(v)
-            for kv in v.items():
-                stack.extend(kv)
-        else:
-            total += 8
-    return total
-
-
-def _check_text(value, what: str):
-    """Refuse a value whose string form would exceed the cap, before anything stringifies it."""
-    cap = _max_len()
-    if isinstance(value, str):
-        n = len(value)
-    else:
-        n = _weight(value, cap)
-    if n > cap:
-        raise TemplateError(f"chat template tried to turn {what} of length over {cap:,} into text")
-    return value
-
-
-# printf/format width or precision with many digits, or a '*' width taken from args
-_PRINTF_WIDTH = re.compile(r"%[-#0 +]*(\*|\d{6,})|%[-#0 +]*\d*\.(\*|\d{6,})")
-_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}]*\d{6,}[^{}]*\}")
-
-
-def _check_printf(fmt: str) -> None:
-    if _PRINTF_WIDTH.search(fmt):
-        raise TemplateError("chat template used a %-format width or precision that is too large or indirect")
-
-
-def _check_int_args(args, kwargs, cap: int, what: str) -> None:
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, int) and not isinstance(a, bool) and abs(a) > cap:
-            raise TemplateError(f"chat template passed {a} to {what} (limit {cap:,})")
-
-
-def _estimate_join(sep, items) -> int | None:
-    if isinstance(sep, str) and isinstance(items, (list, tuple)):
-        return len(sep) * max(len(items) - 1, 0) + _weight(items, _max_len())
-    return None
-
-
-def _estimate_replace(s, old, new, count=-1) -> int | None:
-    if isinstance(s, str) and isinstance(old, str) and isinstance(new, str):
-        hits = s.count(old) if old else len(s) + 1
-        if isinstance(count, int) and count >= 0:
-            hits = min(hits, count)
-        return len(s) + hits * max(len(new) - len(old), 0)
-    return None
-
-
-# ---------------------------------------------------------------- environment
+# ---------------------------------------------------------------- template rewriting
 
 
 class _LoopGuard(NodeTransformer):
-    """Rewrites the parsed template so loops and ``~`` report to the budget."""
+    """Rewrites the parsed template so loops, ``~``, slices, literals and filter blocks report to the budget."""
 
     def visit_For(self, node: nodes.For) -> nodes.For:
         self.generic_visit(node)
-        node.iter = nodes.Filter(node.iter, "_localllm_iter", [], [], None, None, lineno=node.iter.lineno)
+        node.iter = _filter(node.iter, "_localllm_iter")
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Filter:
+        # all parts at once: a ~ b ~ c ... is one join, sized before it runs
         self.generic_visit(node)
-        node.nodes = [nodes.Filter(n, "_localllm_text", [], [], None, None, lineno=node.lineno) for n in node.nodes]
-        return nodes.Filter(node, "_localllm_size", [], [], None, None, lineno=node.lineno)
+        return _filter(nodes.List(node.nodes, lineno=node.lineno), "_localllm_concat")
+
+    def visit_FilterBlock(self, node: nodes.FilterBlock) -> nodes.FilterBlock:
+        # the block's result goes into a buffer without passing finalize
+        self.generic_visit(node)
+        node.filter = _filter(node.filter, "_localllm_new")
+        return node
+
+    def visit_Getitem(self, node: nodes.Getitem):
+        # jinja compiles x[a:b] to plain Python slicing, past the sandbox's getitem
+        self.generic_visit(node)
+        return _filter(node, "_localllm_new") if isinstance(node.arg, nodes.Slice) else node
+
+    def _literal(self, node):
+        self.generic_visit(node)
+        if getattr(node, "ctx", "load") != "load":
+            return node
+        return _filter(node, "_localllm_literal")
+
+    visit_List = visit_Tuple = visit_Dict = _literal
+
+
+def _filter(node: nodes.Expr, name: str) -> nodes.Filter:
+    return nodes.Filter(node, name, [], [], None, None, lineno=node.lineno)
+
+
+# These take the context, which stops jinja from running them at compile time, outside any budget.
 
 
 @pass_context
 def _guard_iter(_ctx, iterable):
     for item in iterable:
-        _tick()
+        guard.tick()
         yield item
 
 
 @pass_context
-def _guard_size(_ctx, value):
-    _tick()
-    return _check_result(value)
+def _guard_concat(ctx, parts):
+    guard.tick()
+    total = sum(guard.check_text(p, "a value") for p in parts)
+    guard.check_len(total, "a concatenation")
+    join = markup_join if ctx.eval_ctx.autoescape else str_join
+    return guard.produced(join(parts), "a concatenation")
 
 
 @pass_context
-def _guard_text(_ctx, value):
-    _tick()
-    return _check_text(value, "a value")
+def _guard_new(_ctx, value):
+    guard.tick()
+    return guard.produced(value)
 
 
-def _finalize(value):
-    """Runs on every {{ ... }} result before jinja calls str() on it."""
-    _tick()
-    return _check_text(value, "an output value")
+@pass_context
+def _guard_literal(_ctx, value):
+    guard.tick()
+    return guard.produced_container(value)
 
 
-# Filters that never turn their input into one big string; everything else
-# gets its input's text size checked first.
-_NON_TEXT_FILTERS = frozenset(
-    "abs attr batch bool count d default dictsort first float groupby int items last length list map max min "
-    "random reject rejectattr reverse round select selectattr slice sort sum unique".split()
-)
+@pass_eval_context
+def _finalize(eval_ctx, value):
+    """Runs on every {{ ... }} result before jinja calls str() on it; what it returns may sit in a buffer."""
+    guard.tick()
+    return guard.emitted(value, "an output value", escaped=eval_ctx.autoescape)
 
 
 def _wrap_filter(name: str, f):
-    """Budget and size checks around a builtin filter.
+    """Budget and size checks around a builtin filter: allow-listed, estimated where it can grow."""
+    pass_arg = getattr(getattr(f, "jinja_pass_arg", None), "name", None)
+    estimate = guard.FILTER_ESTIMATES.get(name)
+    if estimate is None and name not in guard.LINEAR_FILTERS:
 
-    The wrapper takes the context, which also stops jinja from running the
-    filter at compile time, outside any budget.
-    """
-    pass_arg = getattr(f, "jinja_pass_arg", None)
-    pass_arg = getattr(pass_arg, "name", None)
+        def refused(*args, **kwargs):
+            raise TemplateError(f"chat template used the {name!r} filter, which is not allowed")
+
+        return pass_context(refused)
 
     @pass_context
     def wrapped(ctx, value, *args, **kwargs):
-        _tick()
-        _check_int_args(args, kwargs, _max_len(), f"the {name!r} filter")
-        if name not in _NON_TEXT_FILTERS:
-            _check_text(value, f"the input of the {name!r} filter")
-        est = None
-        if name == "join":
-            if not isinstance(value, (str, list, tuple)):
-                value = list(value)  # sized below; ranges and generators are bounded by the range cap
-            sep = args[0] if args else kwargs.get("d", "")
-            est = _estimate_join(sep, value)
-        elif name == "replace":
-            est = _estimate_replace(value, *args[:3]) if len(args) >= 2 else None
-        elif name == "indent" and isinstance(value, str):
-            width = args[0] if args else kwargs.get("width", 4)
-            w = len(width) if isinstance(width, str) else int(width)
-            est = len(value) + w * (value.count("\n") + 1)
-        elif name == "format" and isinstance(value, str):
-            _check_printf(value)
-        if est is not None:
-            _check_len(est, f"the result of the {name!r} filter")
+        guard.tick()
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, int) and not isinstance(a, bool) and abs(a) > guard.max_len():
+                raise TemplateError(f"chat template passed {a} to the {name!r} filter (limit {guard.max_len():,})")
+        if name not in guard.NON_TEXT_FILTERS:
+            guard.check_text(value, f"the input of the {name!r} filter")
+        if name == "join" and not isinstance(value, (str, list, tuple)):
+            value = list(value)  # sized below; ranges and generators are bounded by the range cap
+        if estimate is not None:
+            guard.check_len(estimate(value, args, kwargs), f"the result of the {name!r} filter")
         if pass_arg == "context":
             out = f(ctx, value, *args, **kwargs)
         elif pass_arg == "eval_context":
@@ -276,27 +180,27 @@ def _wrap_filter(name: str, f):
             out = f(ctx.environment, value, *args, **kwargs)
         else:
             out = f(value, *args, **kwargs)
-        return _check_result(out)
+        return guard.produced(out, f"the result of the {name!r} filter")
 
     return wrapped
 
 
 def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
     """HF's tojson: plain json.dumps (jinja's own escapes <, >, & and ' for HTML, which prompts must not)."""
-    if isinstance(indent, int) and not isinstance(indent, bool) and indent > MAX_JSON_INDENT:
-        raise TemplateError(f"tojson indent {indent} is too large (limit {MAX_JSON_INDENT})")
-    if isinstance(indent, str) and len(indent) > MAX_JSON_INDENT:
-        raise TemplateError("tojson indent string is too long")
+    # the filter wrapper has sized it with guard.estimate_json, which also refuses large indents
     if separators is not None:
         separators = tuple(separators)
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 def _raise_exception(message="chat template raised an error"):
+    guard.check_text(message, "an error message")
     raise TemplateError(str(message))
 
 
 def _strftime_now(fmt: str) -> str:
+    # one directive ('%c') turns two characters into about twenty-five
+    guard.check_len(16 * len(fmt) if isinstance(fmt, str) else 0, "the result of strftime_now")
     return time.strftime(fmt)
 
 
@@ -310,7 +214,11 @@ class _GenerationBlock(Extension):
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
-_STR_WIDTH_METHODS = {"center", "ljust", "rjust", "zfill"}
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_SEQUENCES = (str, bytes, bytearray, list, tuple)
 
 
 class _ChatSandbox(ImmutableSandboxedEnvironment):
@@ -331,11 +239,19 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
         self.filters = {n: _wrap_filter(n, f) for n, f in self.filters.items()}
         self.filters["tojson"] = _wrap_filter("tojson", _tojson)
         self.filters["_localllm_iter"] = _guard_iter
-        self.filters["_localllm_size"] = _guard_size
-        self.filters["_localllm_text"] = _guard_text
+        self.filters["_localllm_concat"] = _guard_concat
+        self.filters["_localllm_new"] = _guard_new
+        self.filters["_localllm_literal"] = _guard_literal
 
     def _parse(self, source, name, filename):
         return _LoopGuard().visit(super()._parse(source, name, filename))
+
+    @staticmethod
+    def concat(parts) -> str:
+        """Joins a macro's, set block's or filter block's buffer: sized first, then charged."""
+        parts = parts if isinstance(parts, list) else list(parts)
+        guard.check_len(sum(map(len, parts)), "a block of output")
+        return guard.produced("".join(parts), "a block of output")
 
     # -- attribute access: refuse loudly instead of rendering an Undefined
 
@@ -343,7 +259,7 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
         raise TemplateError(f"chat template tried to access unsafe attribute {attribute!r} of a {type(obj).__name__}")
 
     def getattr(self, obj, attribute):
-        _tick()
+        guard.tick()
         if isinstance(attribute, str) and attribute.startswith("_"):
             if isinstance(obj, Mapping) and attribute in obj:
                 return obj[attribute]
@@ -351,64 +267,77 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def getitem(self, obj, argument):
-        _tick()
+        guard.tick()
         if isinstance(argument, str) and argument.startswith("_"):
             if isinstance(obj, Mapping) and argument in obj:
                 return obj[argument]
             self.unsafe_undefined(obj, argument)
         return super().getitem(obj, argument)
 
+    def wrap_str_format(self, value):
+        """str.format / format_map as a sandboxed formatter that sizes each field before formatting it."""
+        if not isinstance(value, (types.MethodType, types.BuiltinMethodType)):
+            return None
+        if value.__name__ not in guard.FORMAT_METHODS:
+            return None
+        owner = value.__self__
+        if not isinstance(owner, str):
+            return None
+        if isinstance(owner, Markup):
+            formatter = guard.GuardedEscapeFormatter(self, escape=owner.escape)
+        else:
+            formatter = guard.GuardedFormatter(self)
+        is_map = value.__name__ == "format_map"
+
+        def guarded_format(*args, **kwargs):
+            if is_map:
+                if kwargs or len(args) != 1:
+                    raise TemplateError("format_map() takes exactly one mapping")
+                args, kwargs = (), args[0]
+            return type(owner)(formatter.vformat(owner, args, kwargs))
+
+        return update_wrapper(guarded_format, value)
+
     # -- operators and calls: check sizes before Python allocates
 
     def call_binop(self, context, operator, left, right):
-        _tick()
-        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
-        sized = (str, bytes, list, tuple)
+        guard.tick()
         if operator == "*":
-            if isinstance(left, sized) and is_int(right):
-                _check_len(len(left) * max(right, 0), "a repeated sequence")
-            elif isinstance(right, sized) and is_int(left):
-                _check_len(len(right) * max(left, 0), "a repeated sequence")
-            elif is_int(left) and is_int(right) and left.bit_length() + right.bit_length() > MAX_INT_BITS:
+            if isinstance(left, _SEQUENCES) and _is_int(right):
+                guard.check_len(len(left) * max(right, 0), "a repeated sequence")
+            elif isinstance(right, _SEQUENCES) and _is_int(left):
+                guard.check_len(len(right) * max(left, 0), "a repeated sequence")
+            elif _is_int(left) and _is_int(right) and left.bit_length() + right.bit_length() > guard.MAX_INT_BITS:
                 raise TemplateError("chat template built an integer that is too large")
         elif operator == "+":
-            if isinstance(left, sized) and isinstance(right, sized):
-                _check_len(len(left) + len(right), "a concatenation")
+            if isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
+                guard.check_len(len(left) + len(right), "a concatenation")
         elif operator == "**":
-            if is_int(left) and is_int(right) and right > 0 and abs(left) > 1:
-                if left.bit_length() * right > MAX_INT_BITS:
+            if _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
+                if left.bit_length() * right > guard.MAX_INT_BITS:
                     raise TemplateError("chat template built an integer that is too large")
-        elif operator == "%" and isinstance(left, str):
-            _check_printf(left)
-            _check_text(right, "a %-format argument")
-        return self.binop_table[operator](left, right)
+        elif operator == "%" and isinstance(left, (str, bytes, bytearray)):
+            guard.check_printf(left, right, "a %-formatted string")
+        return guard.produced(self.binop_table[operator](left, right), f"the result of {operator!r}")
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (mirrors jinja's signature)
-        _tick()
-        target = getattr(__obj, "__wrapped__", __obj)  # sandbox-wrapped str.format
-        owner = getattr(target, "__self__", None)
-        if isinstance(owner, str):
-            name = getattr(target, "__name__", "")
-            est = None
-            if name in _STR_WIDTH_METHODS:
-                _check_int_args(args[:1], {}, _max_len(), f"str.{name}")
-            elif name == "expandtabs":
-                tab = args[0] if args else kwargs.get("tabsize", 8)
-                est = len(owner) * max(int(tab), 1) if isinstance(tab, int) else None
-            elif name == "join" and args:
-                items = list(args[0])
-                args = (items, *args[1:])
-                est = _estimate_join(owner, items)
-            elif name == "replace":
-                est = _estimate_replace(owner, *args[:3]) if len(args) >= 2 else None
-            elif name in ("format", "format_map"):
-                if _FORMAT_WIDTH.search(owner):
-                    raise TemplateError("chat template used a format width that is too large")
-                _check_int_args(args, kwargs, MAX_FORMAT_WIDTH, f"str.{name}")
-                _check_text([args, kwargs], f"the arguments of str.{name}")
-            if est is not None:
-                _check_len(est, f"the result of str.{name}")
-        return _check_result(ImmutableSandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs))
+        guard.tick()
+        method = guard.builtin_method(__obj, args)
+        if method is not None:
+            kind, name, owner, margs = method
+            if kind is str and name in guard.FORMAT_METHODS:
+                # a format method that reached us without attribute access: sandbox it now
+                if margs is not args:
+                    raise TemplateError("chat template called str.format unbound, which is not allowed")
+                __obj = __self.wrap_str_format(__obj)
+            else:
+                if name == "join" and margs and not isinstance(margs[0], (list, tuple)):
+                    items = list(margs[0])  # sized next; a generator can only be read once
+                    args = (*args[: len(args) - len(margs)], items, *margs[1:])
+                    margs = (items, *margs[1:])
+                guard.check_method(kind, name, owner, margs, kwargs)
+        out = ImmutableSandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
+        return guard.produced(out, "a call result")
 
 
 _ENV = _ChatSandbox()
@@ -457,15 +386,14 @@ def render_chat(
         bos_token=bos_token,
         eos_token=eos_token,
     )
-    budget = _Budget(time_limit, BASE_MAX_LEN + INPUT_LEN_FACTOR * _input_size(variables))
-    token = _budget.set(budget)
+    token = guard.budget.set(guard.Budget(time_limit, _input_size(variables)))
     try:
         tmpl = _compile(template)
         parts, total = [], 0
         for chunk in tmpl.generate(**variables):
             total += len(chunk)
-            _check_len(total, "output")
-            _tick()
+            guard.check_len(total, "output")
+            guard.tick()
             parts.append(chunk)
         return "".join(parts)
     except TemplateError:
@@ -479,7 +407,7 @@ def render_chat(
     except Exception as e:  # SecurityError, UndefinedError, TypeError, OverflowError from range()...
         raise TemplateError(f"chat template failed: {type(e).__name__}: {e}") from e
     finally:
-        _budget.reset(token)
+        guard.budget.reset(token)
 
 
 def chat_template_from_metadata(md: Mapping) -> str | None:
@@ -492,17 +420,38 @@ def chat_template_from_metadata(md: Mapping) -> str | None:
     return t
 
 
+# ---------------------------------------------------------------- fallback warning
+
+
+class ChatTemplateWarning(UserWarning):
+    """A model has no usable chat template; printed as one plain line, not Python's file:line + source."""
+
+
+def _one_line_formatwarning(previous):
+    def formatwarning(message, category, filename, lineno, line=None):
+        if isinstance(category, type) and issubclass(category, ChatTemplateWarning):
+            return f"localllm: warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    formatwarning.localllm_one_line = True
+    return formatwarning
+
+
+# Chains to whatever formatter was installed; installed once even if this module is reloaded.
+if not getattr(warnings.formatwarning, "localllm_one_line", False):
+    warnings.formatwarning = _one_line_formatwarning(warnings.formatwarning)
+
+
 def template_or_fallback(md: Mapping) -> tuple[str, bool]:
-    """(template, is_fallback): the model's template, else DEFAULT_CHATML with a warning."""
+    """(template, is_fallback): the model's template, else DEFAULT_CHATML with a one-line warning."""
     t = chat_template_from_metadata(md)
     if t is not None:
         return t, False
     name = (md or {}).get("general.name") or "this model"
     warnings.warn(
-        f"{name} has no {CHAT_TEMPLATE_KEY} in its metadata; using the default ChatML template, "
+        f"{name} has no usable {CHAT_TEMPLATE_KEY} in its metadata; using the default ChatML template, "
         "which may not match how the model was trained",
-        UserWarning,
+        ChatTemplateWarning,
         stacklevel=2,
     )
     return DEFAULT_CHATML, True
-

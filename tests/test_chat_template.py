@@ -44,6 +44,87 @@ def test_default_chatml_matches_smollm2_when_a_system_message_is_given():
     assert render_chat(DEFAULT_CHATML, case["messages"]) == case["rendered"]
 
 
+# Published templates, as their models ship them (whitespace control included).
+GEMMA3_TEMPLATE = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\\n'}}
+{%- endif -%}
+"""
+
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": " Hi "},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Bye"},
+]
+
+
+def test_gemma3_template_renders_its_turn_format():
+    out = render_chat(GEMMA3_TEMPLATE, CONVERSATION, bos_token="<bos>")
+    assert out == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+        "<start_of_turn>model\nHello!<end_of_turn>\n"
+        "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+    )
+    parts = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " look "}]}]
+    assert render_chat(GEMMA3_TEMPLATE, parts, add_generation_prompt=False) == (
+        "<start_of_turn>user\n<start_of_image>look<end_of_turn>\n"
+    )
+
+
+def test_llama3_template_renders_its_header_format():
+    out = render_chat(LLAMA3_TEMPLATE, CONVERSATION, bos_token="<|begin_of_text|>")
+    head = "<|start_header_id|>{}<|end_header_id|>\n\n"
+    assert out == (
+        "<|begin_of_text|>" + head.format("system") + "Be brief.<|eot_id|>" + head.format("user") + "Hi<|eot_id|>"
+        + head.format("assistant") + "Hello!<|eot_id|>" + head.format("user") + "Bye<|eot_id|>" + head.format("assistant")
+    )
+
+
 def test_hf_features():
     t = (
         "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}"

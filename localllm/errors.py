@@ -29,3 +29,15 @@ class DownloadError(LocalLLMError):
 
 class ContextOverflow(LocalLLMError):
     """A prompt does not fit in the context window."""
+
+
+class ArgumentError(UsageError, TypeError):
+    """An API argument has the wrong type (a usage error for the CLI, a TypeError for Python)."""
+
+
+class ArgumentValueError(UsageError, ValueError):
+    """An API argument has the right type but an impossible value, such as a token id out of range."""
+
+
+class NotEnoughMemory(LocalLLMError, MemoryError):
+    """An allocation (the KV cache) would not fit in this machine's available memory."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import ContextOverflow, LocalLLMError
 from .generation import Stats, iter_generate
 from .sampling import SamplingParams
+from .text_input import replace_undecodable_input, utf8_safe
 
 HELP = """commands:
   /help                      this text
@@ -24,6 +25,7 @@ HELP = """commands:
   /clear                     forget the conversation and its cache
   /system TEXT               set the system prompt (clears the conversation)
   /set NAME VALUE            NAME is temperature, top_k, top_p, min_p, seed or max_tokens
+  /stats                     timings of the last answer
   /stats on|off              print timings after each answer
   /save FILE, /load FILE     the conversation as JSON
   \"\"\"                        start or end a multi-line message
@@ -126,11 +128,14 @@ class ChatLoop:
         self.messages.append({"role": "assistant", "content": text})
         self.last_stats = stats
         if self.show_stats:
-            s = stats
-            self.say(f"[prompt {s.prompt_tokens} tok ({s.cached_tokens} cached, {s.prefilled_tokens} prefilled), "
-                     f"TTFT {s.time_to_first_token_s * 1000:.0f} ms, prefill {s.prefill_tokens_per_s:.1f} tok/s, "
-                     f"decode {s.decode_tokens_per_s:.1f} tok/s, {s.completion_tokens} tok]")
+            self.say(self.stats_line(stats))
         return text
+
+    @staticmethod
+    def stats_line(s: Stats) -> str:
+        return (f"[prompt {s.prompt_tokens} tok ({s.cached_tokens} cached, {s.prefilled_tokens} prefilled), "
+                f"TTFT {s.time_to_first_token_s * 1000:.0f} ms, prefill {s.prefill_tokens_per_s:.1f} tok/s, "
+                f"decode {s.decode_tokens_per_s:.1f} tok/s, {s.completion_tokens} tok]")
 
     # ---- commands -------------------------------------------------------------
 
@@ -153,7 +158,9 @@ class ChatLoop:
         elif name == "set":
             self._set(arg)
         elif name == "stats":
-            if arg not in ("on", "off"):
+            if not arg:
+                self.say(self.stats_line(self.last_stats) if self.last_stats else "[no answer yet]")
+            elif arg not in ("on", "off"):
                 self.say("usage: /stats on|off")
             else:
                 self.show_stats = arg == "on"
@@ -222,18 +229,22 @@ class ChatLoop:
     # ---- the loop -------------------------------------------------------------
 
     def read_message(self) -> str | None:
-        """One user message (multi-line between triple quotes); None at end of input."""
-        line = input(">>> ")
+        """One user message (multi-line between triple quotes); None at end of input.
+
+        Undecodable input bytes arrive as U+FFFD (`run` sets stdin to errors="replace"),
+        or as lone surrogates where Python escapes them; utf8_safe makes those U+FFFD too."""
+        line = utf8_safe(input(">>> "))
         if line.strip() != '"""':
             return line
         lines = []
         while True:
-            more = input("... ")
+            more = utf8_safe(input("... "))
             if more.strip() == '"""':
                 return "\n".join(lines)
             lines.append(more)
 
     def run(self) -> None:
+        replace_undecodable_input()  # a stray invalid byte must not end the chat
         rl = _setup_readline()
         self.say("type /help for commands, /bye to leave")
         try:

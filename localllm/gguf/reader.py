@@ -27,7 +27,8 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from ..errors import GGUFError
-from .validate import check_tensor_table
+from .quote import quote, quote_value
+from .validate import MAX_TENSOR_NAME, check_metadata_types, check_tensor_table
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -36,6 +37,9 @@ DEFAULT_ALIGNMENT = 32
 MAX_KV = 1 << 20
 MAX_TENSORS = 1 << 20
 MAX_ARRAY = 1 << 28
+# Arrays of arrays are legal GGUF, but no model needs more than a couple of
+# levels; a cap keeps a hostile file from exhausting Python's recursion limit.
+MAX_ARRAY_DEPTH = 4
 
 _SCALAR = {
     GGUFValueType.UINT8: "<B",
@@ -79,6 +83,31 @@ class TensorInfo:
         return self.data.reshape(-1).view(np.uint8).reshape(rows, -1)
 
 
+class TensorTable(dict):
+    """name -> TensorInfo that remembers which names were looked up ([] or get()).
+
+    A model loader takes its weights through lookups; afterwards the names
+    never asked for are the tensors it ignored (see `unrequested`).
+    Iteration and `in` do not count as a lookup.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requested: set[str] = set()
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        self.requested.add(name)
+        return super().__getitem__(name)
+
+    def get(self, name: str, default=None):
+        self.requested.add(name)
+        return super().get(name, default)
+
+    def unrequested(self) -> list[str]:
+        """Names in file order that no lookup has asked for yet."""
+        return [name for name in self if name not in self.requested]
+
+
 class _Cursor:
     """Bounds-checked little-endian reads from a byte buffer."""
 
@@ -105,15 +134,17 @@ class _Cursor:
     def u64(self, what: str) -> int:
         return self.scalar(GGUFValueType.UINT64, what)
 
-    def string(self, what: str) -> str:
+    def string(self, what: str, max_len: int | None = None) -> str:
         n = self.u64(what + " length")
+        if max_len is not None and n > max_len:
+            raise GGUFError(f"{what} is {n} bytes long (at most {max_len} allowed)")
         self.need(n, what)
         raw = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         # Vocabularies may hold invalid UTF-8 pieces; keep them visible, never crash.
         return raw.decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, what: str) -> Any:
+    def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         try:
             vt = GGUFValueType(vtype)
         except ValueError:
@@ -121,10 +152,12 @@ class _Cursor:
         if vt == GGUFValueType.STRING:
             return self.string(what)
         if vt == GGUFValueType.ARRAY:
-            return self.array(what)
+            return self.array(what, depth + 1)
         return self.scalar(vt, what)
 
-    def array(self, what: str) -> list:
+    def array(self, what: str, depth: int = 1) -> list:
+        if depth > MAX_ARRAY_DEPTH:
+            raise GGUFError(f"{what}: arrays nested more than {MAX_ARRAY_DEPTH} deep")
         etype = self.u32(what + " element type")
         count = self.u64(what + " element count")
         if count > MAX_ARRAY:
@@ -141,7 +174,7 @@ class _Cursor:
             return arr.tolist()
         if et == GGUFValueType.STRING:
             return self._string_array(count, what)
-        return [self.value(et, what) for _ in range(count)]
+        return [self.value(et, what, depth) for _ in range(count)]
 
     def _string_array(self, count: int, what: str) -> list[str]:
         # The hot loop for vocabularies: local names keep it fast.
@@ -179,19 +212,20 @@ def _parse_header(cur: _Cursor) -> tuple[int, dict[str, Any], list[tuple[str, tu
     for i in range(n_kv):
         key = cur.string(f"metadata key #{i}")
         if key in metadata:
-            raise GGUFError(f"duplicate metadata key {key!r}")
-        vtype = cur.u32(f"type of {key!r}")
-        metadata[key] = cur.value(vtype, f"metadata {key!r}")
+            raise GGUFError(f"duplicate metadata key {quote(key)}")
+        vtype = cur.u32(f"type of {quote(key)}")
+        metadata[key] = cur.value(vtype, f"metadata {quote(key)}")
 
     entries = []
     for i in range(n_tensors):
-        name = cur.string(f"tensor name #{i}")
-        n_dims = cur.u32(f"tensor {name!r} dimension count")
+        name = cur.string(f"tensor name #{i}", MAX_TENSOR_NAME)
+        q = quote(name)
+        n_dims = cur.u32(f"tensor {q} dimension count")
         if not 1 <= n_dims <= 4:
-            raise GGUFError(f"tensor {name!r} has {n_dims} dimensions (expected 1 to 4)")
-        dims = tuple(cur.u64(f"tensor {name!r} dims") for _ in range(n_dims))
-        qtype = cur.u32(f"tensor {name!r} type")
-        offset = cur.u64(f"tensor {name!r} offset")
+            raise GGUFError(f"tensor {q} has {n_dims} dimensions (expected 1 to 4)")
+        dims = tuple(cur.u64(f"tensor {q} dims") for _ in range(n_dims))
+        qtype = cur.u32(f"tensor {q} type")
+        offset = cur.u64(f"tensor {q} offset")
         entries.append((name, dims, qtype, offset))
     return version, metadata, entries
 
@@ -220,15 +254,17 @@ class GGUFFile:
         self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
         cur = _Cursor(memoryview(self._mm), self.file_size)
         self.version, self.metadata, entries = _parse_header(cur)
+        check_metadata_types(self.metadata)
 
         alignment = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
-            raise GGUFError(f"general.alignment must be a power of two, got {alignment!r}")
+        if (not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0
+                or alignment & (alignment - 1)):
+            raise GGUFError(f"general.alignment must be a power of two, got {quote_value(alignment)}")
         self.alignment = alignment
         self.data_start = -(-cur.pos // alignment) * alignment
         checked = check_tensor_table(entries, alignment, self.file_size - self.data_start)
 
-        self.tensors: dict[str, TensorInfo] = {}
+        self.tensors = TensorTable()
         for name, dims, qtype, offset, n_bytes in checked:
             start = self.data_start + offset
             view = _tensor_view(self._mm, start, n_bytes, qtype, dims)
@@ -273,4 +309,4 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return open_gguf(path).metadata
 
 
-__all__ = ["GGUFFile", "TensorInfo", "open_gguf", "read_metadata", "GGML_QUANT_SIZES"]
+__all__ = ["GGUFFile", "TensorInfo", "TensorTable", "open_gguf", "read_metadata", "GGML_QUANT_SIZES"]

@@ -188,14 +188,84 @@ def _q4_k(acc, accm, row, sb, x, s, gs):
     return acc, accm
 
 
-# Not inlined into the tile: five inlined copies of this step (four activation rows and
-# the remainder, each for two weight rows) took LLVM 92 s to compile; as a call, 9 s.
-# It costs Q4_K prompts about a third of their speed (measured at M = 512 here).
-@njit(cache=True)
+# Inlined once, for the tile's remainder rows (decode's single row among them); groups of
+# four activation rows go through the call below instead. Five inlined copies of this step
+# (four rows and the remainder) took LLVM 92 s to compile.
+@njit(inline="always", cache=True)
 def q4_k_step(st, ra, rb, sb, x, s, sm, gs):
     a0, m0 = _q4_k(st[0], st[1], ra, sb, x, s, gs)
     a1, m1 = _q4_k(st[2], st[3], rb, sb, x, s, gs)
     return a0, m0, a1, m1
+
+
+# Four activation rows at once (the tile's inner group): each weight row's scales, mins
+# and nibbles are decoded once for the four, which the one-row step above repeats per
+# row. Every element's integers and float steps are _q4_k's, in its order.
+
+
+@njit(inline="always", cache=True)
+def _q4_k_weights(row, o):
+    """A super-block's 8 (scale, min) pairs and its 8 nibble vectors (groups 0..7)."""
+    sm = (scale_min_k4(row, o + 4, 0), scale_min_k4(row, o + 4, 1), scale_min_k4(row, o + 4, 2),
+          scale_min_k4(row, o + 4, 3), scale_min_k4(row, o + 4, 4), scale_min_k4(row, o + 4, 5),
+          scale_min_k4(row, o + 4, 6), scale_min_k4(row, o + 4, 7))
+    q0, q1, q2, q3 = load32(row, o + 16), load32(row, o + 48), load32(row, o + 80), load32(row, o + 112)
+    nib = (v_and(q0, 0xF), v_shr(q0, 4), v_and(q1, 0xF), v_shr(q1, 4),
+           v_and(q2, 0xF), v_shr(q2, 4), v_and(q3, 0xF), v_shr(q3, 4))
+    return sm, nib
+
+
+@njit(inline="always", cache=True)
+def _q4_k_pass(acc, accm, d, dmin, sm, nib, sb, x, s, gs):
+    """_q4_k for one activation row, from decoded weights (same integers, same float order)."""
+    dx = s[8 * sb]
+    dd, dm = d * dx, dmin * dx
+    g = 8 * sb
+    l0 = iadd(dot_us_scaled(nib[0], load32(x, 32 * g), sm[0][0]),
+              dot_us_scaled(nib[1], load32(x, 32 * g + 32), sm[1][0]))
+    l1 = iadd(dot_us_scaled(nib[2], load32(x, 32 * g + 64), sm[2][0]),
+              dot_us_scaled(nib[3], load32(x, 32 * g + 96), sm[3][0]))
+    l2 = iadd(dot_us_scaled(nib[4], load32(x, 32 * g + 128), sm[4][0]),
+              dot_us_scaled(nib[5], load32(x, 32 * g + 160), sm[5][0]))
+    l3 = iadd(dot_us_scaled(nib[6], load32(x, 32 * g + 192), sm[6][0]),
+              dot_us_scaled(nib[7], load32(x, 32 * g + 224), sm[7][0]))
+    s0, s1, s2, s3 = ihsum4(l0, l1, l2, l3)
+    acc = fma32(np.float32(s0), dd, acc)
+    accm = fma32(np.float32(np.int32(sm[0][1]) * gs[g] + np.int32(sm[1][1]) * gs[g + 1]), dm, accm)
+    acc = fma32(np.float32(s1), dd, acc)
+    accm = fma32(np.float32(np.int32(sm[2][1]) * gs[g + 2] + np.int32(sm[3][1]) * gs[g + 3]), dm, accm)
+    acc = fma32(np.float32(s2), dd, acc)
+    accm = fma32(np.float32(np.int32(sm[4][1]) * gs[g + 4] + np.int32(sm[5][1]) * gs[g + 5]), dm, accm)
+    acc = fma32(np.float32(s3), dd, acc)
+    accm = fma32(np.float32(np.int32(sm[6][1]) * gs[g + 6] + np.int32(sm[7][1]) * gs[g + 7]), dm, accm)
+    return acc, accm
+
+
+@njit(inline="always", cache=True)
+def _q4_k_rows4(st0, st1, st2, st3, i, row, sb, a0, a1, a2, a3):
+    """Weight row `row` (state slots 2i, 2i+1) against the four activation rows a0..a3."""
+    o = sb * 144
+    d, dmin = _half(row, o), _half(row, o + 2)
+    sm, nib = _q4_k_weights(row, o)
+    r0 = _q4_k_pass(st0[2 * i], st0[2 * i + 1], d, dmin, sm, nib, sb, a0[0], a0[1], a0[3])
+    r1 = _q4_k_pass(st1[2 * i], st1[2 * i + 1], d, dmin, sm, nib, sb, a1[0], a1[1], a1[3])
+    r2 = _q4_k_pass(st2[2 * i], st2[2 * i + 1], d, dmin, sm, nib, sb, a2[0], a2[1], a2[3])
+    r3 = _q4_k_pass(st3[2 * i], st3[2 * i + 1], d, dmin, sm, nib, sb, a3[0], a3[1], a3[3])
+    return r0, r1, r2, r3
+
+
+@njit(cache=True)
+def _q4_k_step4(st0, st1, st2, st3, ra, rb, sb, a0, a1, a2, a3):
+    a = _q4_k_rows4(st0, st1, st2, st3, 0, ra, sb, a0, a1, a2, a3)
+    b = _q4_k_rows4(st0, st1, st2, st3, 1, rb, sb, a0, a1, a2, a3)
+    return ((a[0][0], a[0][1], b[0][0], b[0][1]), (a[1][0], a[1][1], b[1][0], b[1][1]),
+            (a[2][0], a[2][1], b[2][0], b[2][1]), (a[3][0], a[3][1], b[3][0], b[3][1]))
+
+
+@njit(inline="always", cache=True)
+def q4_k_step4(step, st0, st1, st2, st3, ra, rb, sb, a0, a1, a2, a3):
+    """gemm_tiles' four-row step for Q4_K (`step` unused: the call above has its own)."""
+    return _q4_k_step4(st0, st1, st2, st3, ra, rb, sb, a0, a1, a2, a3)
 
 
 @njit(inline="always", cache=True)

@@ -48,7 +48,16 @@ def n_items(M, n_rtiles):
 
 
 @njit(inline="always", cache=True)
-def tile_item(init, step, fin, raw, xq, xd, xm, xs, out, units, n_rtiles, item):
+def four_steps(step, st0, st1, st2, st3, ra, rb, u, a0, a1, a2, a3):
+    """Unit u for four activation rows, a_j = (codes, scales, scale * sums, sums) of row j:
+    the format's step once per row (LLVM shares the weight loads between the inlined copies).
+    A format whose decode is too large to inline four times brings its own (q4_k_step4)."""
+    return (step(st0, ra, rb, u, a0[0], a0[1], a0[2], a0[3]), step(st1, ra, rb, u, a1[0], a1[1], a1[2], a1[3]),
+            step(st2, ra, rb, u, a2[0], a2[1], a2[2], a2[3]), step(st3, ra, rb, u, a3[0], a3[1], a3[2], a3[3]))
+
+
+@njit(inline="always", cache=True)
+def tile_item(init, step, step4, fin, raw, xq, xd, xm, xs, out, units, n_rtiles, item):
     """Compute the elements of work item `item` (see module doc). units: blocks per row.
 
     Call it from a plain (not parallel) @njit function per format, itself called from
@@ -66,16 +75,13 @@ def tile_item(init, step, fin, raw, xq, xd, xm, xs, out, units, n_rtiles, item):
             _prefetch_ahead(ra)
             _prefetch_ahead(rb)
         for m in range(m0, m4, 4):
-            x0, s0, sm0, g0 = xq[m], xd[m], xm[m], xs[m]
-            x1, s1, sm1, g1 = xq[m + 1], xd[m + 1], xm[m + 1], xs[m + 1]
-            x2, s2, sm2, g2 = xq[m + 2], xd[m + 2], xm[m + 2], xs[m + 2]
-            x3, s3, sm3, g3 = xq[m + 3], xd[m + 3], xm[m + 3], xs[m + 3]
+            a0 = (xq[m], xd[m], xm[m], xs[m])
+            a1 = (xq[m + 1], xd[m + 1], xm[m + 1], xs[m + 1])
+            a2 = (xq[m + 2], xd[m + 2], xm[m + 2], xs[m + 2])
+            a3 = (xq[m + 3], xd[m + 3], xm[m + 3], xs[m + 3])
             st0, st1, st2, st3 = init(), init(), init(), init()
             for u in range(units):
-                st0 = step(st0, ra, rb, u, x0, s0, sm0, g0)
-                st1 = step(st1, ra, rb, u, x1, s1, sm1, g1)
-                st2 = step(st2, ra, rb, u, x2, s2, sm2, g2)
-                st3 = step(st3, ra, rb, u, x3, s3, sm3, g3)
+                st0, st1, st2, st3 = step4(step, st0, st1, st2, st3, ra, rb, u, a0, a1, a2, a3)
             out[m, r], out[m, r2] = fin(st0)
             out[m + 1, r], out[m + 1, r2] = fin(st1)
             out[m + 2, r], out[m + 2, r2] = fin(st2)

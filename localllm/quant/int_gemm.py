@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from localllm.isa import KERNEL_PATH
 from localllm.quant import blocks_avx2 as B2
-from localllm.quant.gemm_tiles import n_items, tile_item
+from localllm.quant.gemm_tiles import four_steps, n_items, tile_item
 
 if KERNEL_PATH == "avx512":
     from localllm.quant import blocks_avx512 as B
@@ -25,19 +25,20 @@ else:
     B = B2
 
 
-def _fmt(step, init="vec_init", fin="vec_fin"):
-    """(init, step, fin) of one format, from the path's module if it has the format."""
+def _fmt(step, init="vec_init", fin="vec_fin", step4=None):
+    """(init, step, step4, fin) of one format, from the path's module if it has the format;
+    step4 (four activation rows per call) defaults to four_steps."""
     mod = B if hasattr(B, step) else B2
-    return getattr(mod, init), getattr(mod, step), getattr(mod, fin)
+    return getattr(mod, init), getattr(mod, step), getattr(mod, step4) if step4 else four_steps, getattr(mod, fin)
 
 
-_Q4_0_I, _Q4_0, _Q4_0_F = _fmt("q4_0_step")
-_Q4_1_I, _Q4_1, _Q4_1_F = _fmt("q4_1_step", "q4_1_init", "q4_1_fin")
-_Q5_0_I, _Q5_0, _Q5_0_F = _fmt("q5_0_step")
-_Q8_0_I, _Q8_0, _Q8_0_F = _fmt("q8_0_step")
-_Q4_K_I, _Q4_K, _Q4_K_F = _fmt("q4_k_step", "kq_scalar_init", "kq_scalar_fin")
-_Q5_K_I, _Q5_K, _Q5_K_F = _fmt("q5_k_step", "q5_k_init", "q5_k_fin")
-_Q6_K_I, _Q6_K, _Q6_K_F = _fmt("q6_k_step")
+_Q4_0_I, _Q4_0, _Q4_0_4, _Q4_0_F = _fmt("q4_0_step")
+_Q4_1_I, _Q4_1, _Q4_1_4, _Q4_1_F = _fmt("q4_1_step", "q4_1_init", "q4_1_fin")
+_Q5_0_I, _Q5_0, _Q5_0_4, _Q5_0_F = _fmt("q5_0_step")
+_Q8_0_I, _Q8_0, _Q8_0_4, _Q8_0_F = _fmt("q8_0_step")
+_Q4_K_I, _Q4_K, _Q4_K_4, _Q4_K_F = _fmt("q4_k_step", "kq_scalar_init", "kq_scalar_fin", "q4_k_step4")
+_Q5_K_I, _Q5_K, _Q5_K_4, _Q5_K_F = _fmt("q5_k_step", "q5_k_init", "q5_k_fin")
+_Q6_K_I, _Q6_K, _Q6_K_4, _Q6_K_F = _fmt("q6_k_step")
 
 
 # Per format: one work item (a plain function, where the format's functions are globals)
@@ -46,7 +47,7 @@ _Q6_K_I, _Q6_K, _Q6_K_F = _fmt("q6_k_step")
 
 @njit(cache=True)
 def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_0_I, _Q4_0, _Q4_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q4_0_I, _Q4_0, _Q4_0_4, _Q4_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -57,7 +58,7 @@ def mm_q4_0(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_1_I, _Q4_1, _Q4_1_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q4_1_I, _Q4_1, _Q4_1_4, _Q4_1_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -68,7 +69,7 @@ def mm_q4_1(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q5_0_I, _Q5_0, _Q5_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q5_0_I, _Q5_0, _Q5_0_4, _Q5_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -79,7 +80,7 @@ def mm_q5_0(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q8_0_I, _Q8_0, _Q8_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q8_0_I, _Q8_0, _Q8_0_4, _Q8_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -90,7 +91,7 @@ def mm_q8_0(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_K_I, _Q4_K, _Q4_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+    tile_item(_Q4_K_I, _Q4_K, _Q4_K_4, _Q4_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -101,7 +102,7 @@ def mm_q4_k(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q5_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q5_K_I, _Q5_K, _Q5_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+    tile_item(_Q5_K_I, _Q5_K, _Q5_K_4, _Q5_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -112,7 +113,7 @@ def mm_q5_k(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q6_K_I, _Q6_K, _Q6_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+    tile_item(_Q6_K_I, _Q6_K, _Q6_K_4, _Q6_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 # Files whose code numba compiles, or that decide what it compiles. Edits elsewhere
 # (CLI, API, tokenizer) leave the compiled kernels valid.
-KERNEL_SOURCES = ("kernels", "quant", "models/decode_step.py", "isa.py", "_numba_setup.py")
+KERNEL_SOURCES = ("kernels", "quant", "models/forward_pass.py", "isa.py", "_numba_setup.py")
 
 
 def _source_tag(root: Path = Path(__file__).resolve().parent) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .engine.runner import key_splits
 from .errors import ContextOverflow
 from .sampling import Sampler, SamplingParams
 from .stopping import StopChecker
@@ -57,6 +58,7 @@ class Completion:
     token_ids: list[int]
     finish_reason: str  # "stop" or "length"
     stats: Stats = field(default_factory=Stats)
+    logprobs: list | None = None  # engine.TokenLogprob per generated token, when asked for
 
 
 @dataclass
@@ -79,14 +81,7 @@ class Session:
         return self.cache.n_ctx
 
     def _split(self, n_new: int) -> int:
-        """Key chunks per KV head for attention. Decode has one query row, so its work items
-        are the KV heads; only when there are fewer of them than threads (and enough keys)
-        are a head's keys split. Measured on 2 cores: splitting SmolLM2's 3 KV heads made
-        decode 4-15% slower at 300-2000 cached tokens, so it is not done there."""
-        kv_heads = self.model.cfg.n_head_kv
-        if n_new == 1 and self.cache.n_tokens >= 256 and kv_heads < self.threads:
-            return max(1, self.threads // kv_heads)
-        return 1
+        return key_splits(n_new, self.cache.n_tokens, self.model.cfg.n_head_kv, self.threads)
 
     def feed(self, ids: Sequence[int], logits_rows=None, n_batch: int | None = None) -> np.ndarray:
         """Append ids to the cache in chunks of n_batch (default PREFILL_CHUNK); return logits of

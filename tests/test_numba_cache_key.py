@@ -9,7 +9,7 @@ def _kernel_tree(root):
     (root / "quant" / "sub").mkdir(parents=True)
     (root / "quant" / "sub" / "b.py").write_text("y = 2\n")
     (root / "models").mkdir()
-    (root / "models" / "decode_step.py").write_text("z = 3\n")
+    (root / "models" / "forward_pass.py").write_text("z = 3\n")
     (root / "isa.py").write_text("")
     (root / "_numba_setup.py").write_text("")
 
@@ -24,7 +24,7 @@ def test_tag_changes_with_any_kernel_source_file(tmp_path):
     (tmp_path / "kernels" / "c.py").write_text("")  # a new kernel module
     added = _numba_setup._source_tag(tmp_path)
     assert added != edited
-    (tmp_path / "models" / "decode_step.py").write_text("z = 4\n")
+    (tmp_path / "models" / "forward_pass.py").write_text("z = 4\n")
     assert _numba_setup._source_tag(tmp_path) != added
 
 

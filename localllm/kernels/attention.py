@@ -21,6 +21,11 @@ chunk, weighted values by column chunk) that repeat attention_rows' arithmetic
 element by element: its output is bit-identical, not just close.
 
 Sliding-window layers only visit keys j with pos - j < window.
+
+The cache is paged (kv_cache.KVPool): a row's key j lives in block table[j >> sh]
+at offset j & (bs - 1) of its sequence's block table. Only addresses depend on
+the table; the arithmetic follows the absolute key index j, so a sequence gives
+the same bits in whatever blocks its keys sit.
 """
 
 import numpy as np
@@ -35,6 +40,21 @@ from .vec8 import bcast8, fma8, hsum_movehl, load8, store8, sub8, zero8
 @njit(inline="always", cache=True)
 def _key_range(p, window):
     return (max(0, p - window + 1) if window > 0 else 0), p + 1
+
+
+@njit(inline="always", cache=True)
+def _block_shift(pool):
+    """log2 of the pool's block size (a power of two): key j is in table entry j >> shift."""
+    bs, sh = pool.shape[2], 0
+    while (1 << sh) < bs:
+        sh += 1
+    return sh
+
+
+@njit(inline="always", cache=True)
+def _cell(pool, table, sh, g, j):
+    """Key (or value) j of KV head g: a (d,) row of the layer's pool (n_blocks, G, bs, d)."""
+    return pool[table[j >> sh], g, j & ((1 << sh) - 1)]
 
 
 @njit(inline="always", cache=True)
@@ -54,15 +74,15 @@ def _dot_batch(k, q):
 
 
 @njit(inline="always", cache=True)
-def _scores(q, t, g, kc, j0, j1, softcap, s, col0):
+def _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, col0):
     """s[hh, col0 + j - j0] = q[t, g*hpg + hh] . k[g, j] for keys j0..j1-1 (q rounded like K)."""
     hpg, dk = s.shape[0], q.shape[2]
     qh = np.empty((hpg, dk), np.float32)
     for hh in range(hpg):
         for i in range(dk):
-            qh[hh, i] = round_like(q[t, g * hpg + hh, i], kc[0, 0, 0])
+            qh[hh, i] = round_like(q[t, g * hpg + hh, i], kc[0, 0, 0, 0])
     for j in range(j0, j1):
-        krow = kc[g, j]
+        krow = _cell(kc, table, sh, g, j)
         for hh in range(hpg):
             acc = _dot_batch(krow, qh[hh])
             if softcap > 0:
@@ -71,7 +91,7 @@ def _scores(q, t, g, kc, j0, j1, softcap, s, col0):
 
 
 @njit(inline="always", cache=True)
-def _weighted_values(p, vc, g, h0, h1, j0, j1, col0, lanes, i0, i1):
+def _weighted_values(p, vc, table, sh, g, h0, h1, j0, j1, col0, lanes, i0, i1):
     """lanes[hh - h0, lane(j), i] += p[hh, col0 + j - j0] * v[g, j, i] (fused) for heads
     h0..h1-1 of the group, keys j0..j1-1 and columns i0..i1-1 (multiples of 8 when dv is).
 
@@ -82,7 +102,7 @@ def _weighted_values(p, vc, g, h0, h1, j0, j1, col0, lanes, i0, i1):
     """
     dv = lanes.shape[2]
     for j in range(j0, j1):
-        vrow = vc[g, j]
+        vrow = _cell(vc, table, sh, g, j)
         for hh in range(h0, h1):
             acc = lanes[hh - h0, j & 7]
             w = p[hh, col0 + j - j0]
@@ -153,20 +173,24 @@ def _balanced_row(r, T):
 
 
 @njit(cache=True, parallel=True)
-def attention_rows(q, kc, vc, positions, window, softcap, out):
-    """One item per (row, KV head). q (T, H, dk) rotated and scaled; kc (G, n_ctx, dk),
-    vc (G, n_ctx, dv) filled up to max(positions); positions (T,) int32; out (T, H, dv)."""
+def attention_rows(q, kc, vc, positions, seq, tables, window, softcap, out):
+    """One item per (row, KV head). q (T, H, dk) rotated and scaled; kc (NB, G, bs, dk),
+    vc (NB, G, bs, dv): one layer of the pool, filled up to each row's position;
+    positions (T,) int32; seq (T,) int32: row t uses block table tables[seq[t]];
+    tables (S, max_blocks) int32; out (T, H, dv)."""
     T, H, _ = q.shape
-    G = kc.shape[0]
+    G = kc.shape[1]
     hpg = H // G
-    dv = vc.shape[2]
+    dv = vc.shape[3]
+    sh = _block_shift(kc)
     for item in prange(T * G):
         t = _balanced_row(item // G, T)
         g = item % G
+        table = tables[seq[t]]
         j0, j1 = _key_range(positions[t], window)
         n = j1 - j0
         s = np.empty((hpg, n), np.float32)  # (heads in group, keys) this row's scores
-        _scores(q, t, g, kc, j0, j1, softcap, s, 0)
+        _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, 0)
         for hh in range(hpg):
             m = s[hh, 0]
             for j in range(1, n):
@@ -176,9 +200,9 @@ def attention_rows(q, kc, vc, positions, window, softcap, out):
                 total += np.float64(_exp_block_sum(s, hh, m, j0, j1, 0, blk))
             inv = np.float32(1.0 / total)
             for j in range(n):
-                s[hh, j] = round_like(s[hh, j] * inv, vc[0, 0, 0])
+                s[hh, j] = round_like(s[hh, j] * inv, vc[0, 0, 0, 0])
         lanes = np.zeros((hpg, 8, dv), np.float32)  # (heads, lanes, dv)
-        _weighted_values(s, vc, g, 0, hpg, j0, j1, 0, lanes, 0, dv)
+        _weighted_values(s, vc, table, sh, g, 0, hpg, j0, j1, 0, lanes, 0, dv)
         for hh in range(hpg):
             _reduce_lanes(lanes[hh], out[t, g * hpg + hh], 0, dv)
 
@@ -188,8 +212,9 @@ SPLIT_COLS = 32
 
 
 @njit(cache=True, parallel=True)
-def attention_split(q, kc, vc, position, window, softcap, n_split, out):
-    """attention_rows for one query row (q (1, H, dk)), spread over threads; same bits.
+def attention_split(q, kc, vc, table, position, window, softcap, n_split, out):
+    """attention_rows for one query row (q (1, H, dk), block table `table`), spread over
+    threads; same bits.
 
     Scores and exponentials are per key, so their chunks (n_split per KV head, on
     8-key block boundaries) change nothing; the block sums are kept and added into
@@ -197,9 +222,10 @@ def attention_split(q, kc, vc, position, window, softcap, n_split, out):
     are split by output column instead of by key, so each column keeps its chain.
     """
     _, H, _ = q.shape
-    G = kc.shape[0]
+    G = kc.shape[1]
     hpg = H // G
-    dv = vc.shape[2]
+    dv = vc.shape[3]
+    sh = _block_shift(kc)
     lo, hi = _key_range(position, window)
     n = hi - lo
     base = lo - lo % 8  # chunks start on 8-key blocks, so block sums match attention_rows
@@ -210,7 +236,7 @@ def attention_split(q, kc, vc, position, window, softcap, n_split, out):
         g, c = item // n_split, item % n_split
         j0, j1 = max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
         if j0 < j1:
-            _scores(q, 0, g, kc, j0, j1, softcap, s[g], j0 - lo)
+            _scores(q, 0, g, kc, table, sh, j0, j1, softcap, s[g], j0 - lo)
     mx = np.empty((G, hpg), np.float32)
     for g in range(G):
         for hh in range(hpg):
@@ -237,27 +263,25 @@ def attention_split(q, kc, vc, position, window, softcap, n_split, out):
         j0, j1 = max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
         for hh in range(hpg):
             for j in range(j0 - lo, j1 - lo):
-                s[g, hh, j] = round_like(s[g, hh, j] * inv[g, hh], vc[0, 0, 0])
+                s[g, hh, j] = round_like(s[g, hh, j] * inv[g, hh], vc[0, 0, 0, 0])
     n_cc = (dv + SPLIT_COLS - 1) // SPLIT_COLS if dv % 8 == 0 else 1
     for item in prange(G * hpg * n_cc):  # weighted values, by column chunk
         g, hh, cc = item // (hpg * n_cc), (item // n_cc) % hpg, item % n_cc
         i0, i1 = (cc * SPLIT_COLS, min(dv, (cc + 1) * SPLIT_COLS)) if n_cc > 1 else (0, dv)
         lanes = np.zeros((1, 8, dv), np.float32)  # (1, lanes, dv), columns i0..i1-1 used
-        _weighted_values(s[g], vc, g, hh, hh + 1, lo, hi, 0, lanes, i0, i1)
+        _weighted_values(s[g], vc, table, sh, g, hh, hh + 1, lo, hi, 0, lanes, i0, i1)
         _reduce_lanes(lanes[0], out[0, g * hpg + hh], i0, i1)
 
 
-def attention(q, kc, vc, positions, window=0, n_split=1, softcap=0.0, out=None):
-    """Causal attention of q (T, H, dk) against the cache; returns (T, H, dv) float32.
-
-    n_split > 1 splits a single row's keys across threads (decode with a long context).
-    """
+def attention(q, kc, vc, positions, seq, tables, window=0, n_split=1, softcap=0.0, out=None):
+    """Causal attention of q (T, H, dk) against one layer of a paged pool; returns (T, H, dv)
+    float32. n_split > 1 splits a single row's keys across threads (decode, long context)."""
     T, H, _ = q.shape
     if out is None:
-        out = np.empty((T, H, vc.shape[2]), np.float32)
+        out = np.empty((T, H, vc.shape[3]), np.float32)
     if n_split > 1 and T == 1:
-        attention_split(q, kc, vc, np.int64(positions[0]), np.int64(window), np.float32(softcap),
+        attention_split(q, kc, vc, tables[seq[0]], np.int64(positions[0]), np.int64(window), np.float32(softcap),
                         np.int64(n_split), out)
     else:
-        attention_rows(q, kc, vc, positions, np.int64(window), np.float32(softcap), out)
+        attention_rows(q, kc, vc, positions, seq, tables, np.int64(window), np.float32(softcap), out)
     return out

@@ -49,19 +49,23 @@ def _from_f32_impl(v, like):
 
 
 @njit(inline="always", cache=True)
-def _store_rows(dst, src, start):
+def _store_rows(pool, src, slots):
     T, n_kv, d = src.shape
+    bs = pool.shape[2]
     for t in range(T):
+        b, o = slots[t] // bs, slots[t] % bs
         for g in range(n_kv):
             for i in range(d):
-                dst[g, start + t, i] = from_f32(src[t, g, i], dst[0, 0, 0])
+                pool[b, g, o, i] = from_f32(src[t, g, i], pool[0, 0, 0, 0])
 
 
 @njit(cache=True)
-def store_kv(k_dst, v_dst, k, v, start):
-    """k_dst[g, start + t, :] = k[t, g, :] (and the same for v), converted to the cache's type.
+def store_kv(k_pool, v_pool, k, v, slots):
+    """Write row t's fresh key and value at cache slot slots[t] (block slots[t] // bs,
+    offset slots[t] % bs), converted to the cache's type.
 
-    k_dst, v_dst: (n_kv, n_ctx, d) cache slices; k, v: (T, n_kv, d) float32 fresh keys and values.
+    k_pool, v_pool: (n_blocks, n_kv, bs, d) one layer of a KVPool; k, v: (T, n_kv, d)
+    float32; slots: (T,) int64.
     """
-    _store_rows(k_dst, k, start)
-    _store_rows(v_dst, v, start)
+    _store_rows(k_pool, k, slots)
+    _store_rows(v_pool, v, slots)

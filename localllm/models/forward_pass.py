@@ -1,40 +1,36 @@
-"""One decode step (a single new token through every layer) inside one @njit call.
+"""The forward pass: a flattened batch of tokens through every layer, in one @njit call.
 
-Transformer.forward runs a layer as a dozen Python-level kernel calls. For a
-prompt that glue is nothing next to the matmuls, but a decode token of a small
-model takes ~10 ms and the glue took ~1 ms of it. Here the layer loop itself
-is compiled: the weights go in as one read-only byte array (the file's
-memmap) plus a table of (offset, type code, rows, row bytes) per matrix, and
-the step calls the very kernels the Python path calls, in the same order, so
-its logits are bit-identical to Transformer.forward's (a test checks this).
+A batch is any mix of rows: one decode token from each of several sequences,
+a chunk of a prompt, k + 1 tokens to verify. Row t carries its token id, its
+position, its sequence (which block table of the paged KV cache it reads and
+writes) and its cache slot. Every per-row operation (norms, RoPE, the
+quantized matmuls, attention) has one arithmetic per row, so a row's logits
+are the same bits whatever else shares the batch and however it is cut.
 
-Only the x86 kernels (integer dots on the avx2 / avx512 path, and float dots
-for F32/F16/BF16) are dispatched from here; a model with any other matrix
-type, such as Q5_1 or Q3_K, and the portable path keep the Python path. The
-kernels are the ones prompt chunks use, so a decoded token's logits are the
-bits a prompt row would get.
+The layer loop is compiled: a decode token of a small model takes ~10 ms, and
+the Python glue between a dozen kernel calls per layer was ~1 ms of it. The
+weights go in as one read-only byte array (the file's memmap) plus a table of
+(offset, type code, rows, row bytes) per matrix. Matrices are dispatched
+through quant.matmul_table with the model's format mask as a literal, so only
+the kernels of the model's own weight types are compiled.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import njit
+from numba import literally, njit
 
 import localllm._numba_setup  # noqa: F401
+from ..kernels import PAR_ROWS
 from ..kernels.activations import GELU_TABLE, geglu_tanh, swiglu
 from ..kernels.attention import attention_rows, attention_split
 from ..kernels.convert import store_kv
-from ..kernels.norms import rmsnorm_rows
-from ..kernels.rope import rope_qk
-from ..quant import dispatch
-from ..quant.dispatch import FLOAT_CODES, KERNELS
+from ..kernels.norms import rmsnorm_rows, rmsnorm_rows_par
+from ..kernels.rope import rope_qk, rope_qk_par
 from ..quant.dequant import dequant_row
-from ..quant.gemm_tiles import row_tiles
-from ..quant.matmul_float import mm_float
-from ..quant.q8act import ACT_FORMAT, quantize_activations
-
-if dispatch.USE_X86:
-    from ..quant.int_gemm import mm_q4_0, mm_q4_1, mm_q4_k, mm_q5_0, mm_q5_k, mm_q6_k, mm_q8_0
+from ..quant.matmul_table import format_mask, project
+from ..quant.q8act import ACT_FORMAT
 
 # Matrices of a layer, in the order of the weight table's second axis.
 MATS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
@@ -43,159 +39,149 @@ WQ, WK, WV, WO, WGATE, WUP, WDOWN = range(7)
 OFF, CODE, ROWS, ROW_BYTES, ACT = range(5)
 
 
-@njit(cache=True)
-def _matvec(code, raw, xq, xd, xm, xs, out, n_rtiles):
-    """Dispatch on the weight type code to its integer kernel (codes as in KERNELS)."""
-    if code == 2:
-        mm_q4_0(raw, xq, xd, xm, xs, out, n_rtiles)
-    elif code == 3:
-        mm_q4_1(raw, xq, xd, xm, xs, out, n_rtiles)
-    elif code == 6:
-        mm_q5_0(raw, xq, xd, xm, xs, out, n_rtiles)
-    elif code == 8:
-        mm_q8_0(raw, xq, xd, xm, xs, out, n_rtiles)
-    elif code == 12:
-        mm_q4_k(raw, xq, xd, xm, xs, out, n_rtiles)
-    elif code == 13:
-        mm_q5_k(raw, xq, xd, xm, xs, out, n_rtiles)
-    elif code == 14:
-        mm_q6_k(raw, xq, xd, xm, xs, out, n_rtiles)
-    else:  # DecodePlan.supports() admits no other code
-        raise ValueError("no integer kernel for this weight type")
-
-
-@njit(cache=True)
-def _project(blob, wrow, x2, acts, fresh, out2, n_threads):
-    """out2 (1, N) = x2 (1, K) @ W.T for the matrix described by wrow (a weight-table row).
-
-    x2 is quantized once per activation format: fresh[kind] is cleared by the caller
-    whenever x2 changes, so Q/K/V (and gate/up) share one quantization.
-    """
+@njit(inline="always", cache=True)
+def _matrix(blob, wrow):
+    """The (N, row_bytes) readonly view of a weight-table row's matrix inside the file."""
     off, n, rb = wrow[OFF], wrow[ROWS], wrow[ROW_BYTES]
-    raw = blob[off : off + n * rb].reshape((n, rb))  # (N, row_bytes) readonly view
-    kind = wrow[ACT]
-    if kind < 0:  # F32 / F16 / BF16 weights: float dots, no activation codes
-        mm_float(raw, wrow[CODE], x2, out2, max(1, min(n, 4 * n_threads)))  # dispatch._n_tiles' split
-        return
-    xq_all, xd_all, xm_all, xs_all = acts
-    K = x2.shape[1]
-    xq = xq_all[kind, :K].reshape((1, K))  # (1, K) int8 codes
-    xd = xd_all[kind, : K // 32].reshape((1, K // 32))  # (1, K/32) block scales
-    xm = xm_all[kind, : K // 32].reshape((1, K // 32))  # (1, K/32) scale * code sum
-    xs = xs_all[kind, : K // 32].reshape((1, K // 32))  # (1, K/32) code sum
-    if fresh[kind] == 0:
-        quantize_activations(x2, kind, xq, xd, xm, xs)
-        fresh[kind] = 1
-    _matvec(wrow[CODE], raw, xq, xd, xm, xs, out2, row_tiles(n, 1, n_threads))
+    return blob[off : off + n * rb].reshape((n, rb))
+
+
+@njit(inline="always", cache=True)
+def _norm(out, x, w, eps):
+    if x.shape[0] >= PAR_ROWS:
+        rmsnorm_rows_par(out, x, w, eps)
+    else:
+        rmsnorm_rows(out, x, w, eps)
 
 
 @njit(cache=True)
-def decode_layers(x2, blob, wt, norms, head_norms, biases, kc, vc, position, windows, rope_bases,
-                  freq_factors, eps, rope_dim, neox, rope_scale, query_scale, attn_softcap, gelu_table,
-                  n_head, n_split, n_threads, acts):
-    """Run one token's hidden state x2 (1, D) through every layer, in place.
+def forward_layers(mask, x, blob, wt, norms, head_norms, biases, kpool, vpool, positions, seq, tables, slots,
+                   windows, rope_bases, freq_factors, eps, rope_dim, neox, rope_scale, query_scale, attn_softcap,
+                   gelu_table, n_head, n_split, n_threads, acts):
+    """Run the hidden states x (T, D) through every layer, in place.
 
-    blob: the model file, readonly uint8; wt (L, 7, 5) int64 weight table (MATS order,
-    columns OFF..ACT); norms (L, 4, D) readonly f32: attn, ffn, post-attn, post-ffn (the
-    last two used only when head_norms has rows); head_norms (L or 0, 2, dk): q and k
-    norms; biases (L or 0, 3, max(H*dk, G*dv)): q, k, v biases; kc/vc (L, G, n_ctx, d)
-    cache; position: the token's position; windows (L,) int64 sliding windows, 0 = none;
-    rope_bases (L,) float64; gelu_table: GELU_TABLE for GeGLU models, empty for SwiGLU;
-    acts: _act_scratch for the widest matrix input.
+    mask: the model's format mask (a literal; see matmul_table); blob: the model file,
+    readonly uint8; wt (L, 7, 5) int64 weight table (MATS order, columns OFF..ACT);
+    norms (L, 4, D) readonly f32: attn, ffn, post-attn, post-ffn (the last two used only
+    when head_norms has rows); head_norms (L or 0, 2, dk): q and k norms; biases
+    (L or 0, 3, max(H*dk, G*dv)): q, k, v biases; kpool/vpool (L, NB, G, bs, d): the
+    paged cache; positions (T,) int32; seq (T,) int32: row t's block table is
+    tables[seq[t]]; tables (S, max_blocks) int32; slots (T,) int64: where row t's key
+    and value are written; windows (L,) int64 sliding windows, 0 = none; rope_bases
+    (L,) float64; gelu_table: GELU_TABLE for GeGLU models, empty for SwiGLU; n_split:
+    key chunks per KV head for a single-row batch; acts: _act_scratch for T rows.
     """
+    literally(mask)
     L = wt.shape[0]
-    D = x2.shape[1]
-    G, dk, dv = kc.shape[1], kc.shape[3], vc.shape[3]
+    T, D = x.shape
+    G, dk, dv = kpool.shape[2], kpool.shape[4], vpool.shape[4]
     H = n_head
     gemma = head_norms.shape[0] > 0
     F = wt[0, WGATE, ROWS]
     fresh = np.zeros(3, np.int64)
-    h = np.empty((1, D), np.float32)  # (1, D) normed input of a block
-    q = np.empty((1, H * dk), np.float32)  # (1, H*dk)
-    k = np.empty((1, G * dk), np.float32)  # (1, G*dk)
-    v = np.empty((1, G * dv), np.float32)  # (1, G*dv)
-    o = np.empty((1, H, dv), np.float32)  # (1, H, dv) attention output
-    blk = np.empty((1, D), np.float32)  # (1, D) a block's output before the residual add
-    gate = np.empty((1, F), np.float32)  # (1, F)
-    up = np.empty((1, F), np.float32)  # (1, F)
-    positions = np.full(1, position, np.int32)  # (1,)
-    q3, k3, v3 = q.reshape((1, H, dk)), k.reshape((1, G, dk)), v.reshape((1, G, dv))
+    h = np.empty((T, D), np.float32)  # (T, D) normed input of a block
+    q = np.empty((T, H * dk), np.float32)  # (T, H*dk)
+    k = np.empty((T, G * dk), np.float32)  # (T, G*dk)
+    v = np.empty((T, G * dv), np.float32)  # (T, G*dv)
+    o = np.empty((T, H, dv), np.float32)  # (T, H, dv) attention output
+    blk = np.empty((T, D), np.float32)  # (T, D) a block's output before the residual add
+    gate = np.empty((T, F), np.float32)  # (T, F)
+    up = np.empty((T, F), np.float32)  # (T, F)
+    q3, k3, v3 = q.reshape((T, H, dk)), k.reshape((T, G, dk)), v.reshape((T, G, dv))
     for il in range(L):
         # attention block
-        rmsnorm_rows(h, x2, norms[il, 0], eps)
+        _norm(h, x, norms[il, 0], eps)
         fresh[:] = 0
-        _project(blob, wt[il, WQ], h, acts, fresh, q, n_threads)
-        _project(blob, wt[il, WK], h, acts, fresh, k, n_threads)
-        _project(blob, wt[il, WV], h, acts, fresh, v, n_threads)
+        project(mask, wt[il, WQ, CODE], _matrix(blob, wt[il, WQ]), h, acts, fresh, q, n_threads)
+        project(mask, wt[il, WK, CODE], _matrix(blob, wt[il, WK]), h, acts, fresh, k, n_threads)
+        project(mask, wt[il, WV, CODE], _matrix(blob, wt[il, WV]), h, acts, fresh, v, n_threads)
         if biases.shape[0] > 0:
-            q[0] += biases[il, 0, : H * dk]
-            k[0] += biases[il, 1, : G * dk]
-            v[0] += biases[il, 2, : G * dv]
+            q += biases[il, 0, : H * dk]
+            k += biases[il, 1, : G * dk]
+            v += biases[il, 2, : G * dv]
         if gemma:
-            rmsnorm_rows(q.reshape((H, dk)), q.reshape((H, dk)), head_norms[il, 0], eps)
-            rmsnorm_rows(k.reshape((G, dk)), k.reshape((G, dk)), head_norms[il, 1], eps)
-        rope_qk(q3, k3, positions, rope_bases[il], rope_dim, neox, rope_scale, freq_factors)
-        q *= query_scale
-        store_kv(kc[il], vc[il], k3, v3, position)
-        if n_split > 1:
-            attention_split(q3, kc[il], vc[il], np.int64(position), windows[il], attn_softcap, n_split, o)
+            _norm(q.reshape((T * H, dk)), q.reshape((T * H, dk)), head_norms[il, 0], eps)
+            _norm(k.reshape((T * G, dk)), k.reshape((T * G, dk)), head_norms[il, 1], eps)
+        if T >= PAR_ROWS:
+            rope_qk_par(q3, k3, positions, rope_bases[il], rope_dim, neox, rope_scale, freq_factors)
         else:
-            attention_rows(q3, kc[il], vc[il], positions, windows[il], attn_softcap, o)
+            rope_qk(q3, k3, positions, rope_bases[il], rope_dim, neox, rope_scale, freq_factors)
+        q *= query_scale
+        store_kv(kpool[il], vpool[il], k3, v3, slots)
+        if n_split > 1 and T == 1:
+            attention_split(q3, kpool[il], vpool[il], tables[seq[0]], np.int64(positions[0]), windows[il],
+                            attn_softcap, n_split, o)
+        else:
+            attention_rows(q3, kpool[il], vpool[il], positions, seq, tables, windows[il], attn_softcap, o)
         fresh[:] = 0
-        _project(blob, wt[il, WO], o.reshape((1, H * dv)), acts, fresh, blk, n_threads)
+        project(mask, wt[il, WO, CODE], _matrix(blob, wt[il, WO]), o.reshape((T, H * dv)), acts, fresh, blk,
+                n_threads)
         if gemma:
-            rmsnorm_rows(blk, blk, norms[il, 2], eps)
-        x2 += blk
+            _norm(blk, blk, norms[il, 2], eps)
+        x += blk
         # feed-forward block
-        rmsnorm_rows(h, x2, norms[il, 1], eps)
+        _norm(h, x, norms[il, 1], eps)
         fresh[:] = 0
-        _project(blob, wt[il, WGATE], h, acts, fresh, gate, n_threads)
-        _project(blob, wt[il, WUP], h, acts, fresh, up, n_threads)
+        project(mask, wt[il, WGATE, CODE], _matrix(blob, wt[il, WGATE]), h, acts, fresh, gate, n_threads)
+        project(mask, wt[il, WUP, CODE], _matrix(blob, wt[il, WUP]), h, acts, fresh, up, n_threads)
         if gelu_table.shape[0] > 0:
             geglu_tanh(gate, up, gate, gelu_table)
         else:
             swiglu(gate, up, gate)
         fresh[:] = 0
-        _project(blob, wt[il, WDOWN], gate, acts, fresh, blk, n_threads)
+        project(mask, wt[il, WDOWN, CODE], _matrix(blob, wt[il, WDOWN]), gate, acts, fresh, blk, n_threads)
         if gemma:
-            rmsnorm_rows(blk, blk, norms[il, 3], eps)
-        x2 += blk
+            _norm(blk, blk, norms[il, 3], eps)
+        x += blk
 
 
 @njit(cache=True)
-def _act_scratch(k_max):
-    """Activation buffers for inputs of up to k_max features, one row per format:
-    codes (3, k_max) int8, block scales and scale * sums (3, k_max / 32) f32, code sums int32."""
-    return (np.empty((3, k_max), np.int8), np.empty((3, k_max // 32), np.float32),
-            np.empty((3, k_max // 32), np.float32), np.empty((3, k_max // 32), np.int32))
+def _act_scratch(n_rows, k_max):
+    """Activation buffers for n_rows inputs of up to k_max features, one slab per format:
+    codes (3, n_rows*k_max) int8, block scales and scale * sums (3, n_rows*k_max/32) f32,
+    code sums int32 (matmul_table reshapes a slab to (rows, K))."""
+    n, nb = n_rows * k_max, n_rows * (k_max // 32)
+    return (np.empty((3, n), np.int8), np.empty((3, nb), np.float32), np.empty((3, nb), np.float32),
+            np.empty((3, nb), np.int32))
 
 
-@njit(cache=True)
-def decode_token(token, logits, blob, emb, embed_scale, head, out_norm, wt, norms, head_norms, biases, kc, vc,
-                 position, windows, rope_bases, freq_factors, eps, rope_dim, neox, rope_scale, query_scale,
-                 attn_softcap, gelu_table, n_head, n_split, n_threads):
-    """Embed one token id, run decode_layers, then the final norm and LM head into logits (1, V).
+@njit(cache=True, nogil=True)  # other threads (the server's I/O) run while a step computes
+def forward_batch(mask, tokens, positions, seq, tables, slots, logit_rows, logits, blob, emb, embed_scale, head,
+                  out_norm, wt, norms, head_norms, biases, kpool, vpool, windows, rope_bases, freq_factors, eps,
+                  rope_dim, neox, rope_scale, query_scale, attn_softcap, gelu_table, n_head, n_split, n_threads):
+    """Embed tokens (T,) int64, run forward_layers, then the final norm and LM head of the
+    rows logit_rows (R,) int64 into logits (R, V).
 
     emb, head: weight-table rows (OFF..ACT) of the embedding and the output matrix;
-    out_norm (D,) readonly f32. Every other argument is decode_layers'.
+    out_norm (D,) readonly f32. Every other argument is forward_layers'.
     """
+    literally(mask)
+    T = tokens.shape[0]
     D = norms.shape[2]
-    x = np.empty((1, D), np.float32)  # (1, D) hidden state
+    x = np.empty((T, D), np.float32)  # (T, D) hidden states
     off, rb = emb[OFF], emb[ROW_BYTES]
-    dequant_row(emb[CODE], blob[off + token * rb : off + (token + 1) * rb], x[0])
+    for t in range(T):
+        tok = tokens[t]
+        dequant_row(emb[CODE], blob[off + tok * rb : off + (tok + 1) * rb], x[t])
     if embed_scale != 1.0:
         x *= embed_scale
-    acts = _act_scratch(max(D, n_head * vc.shape[3], wt[0, WGATE, ROWS]))
-    decode_layers(x, blob, wt, norms, head_norms, biases, kc, vc, position, windows, rope_bases, freq_factors,
-                  eps, rope_dim, neox, rope_scale, query_scale, attn_softcap, gelu_table, n_head, n_split,
-                  n_threads, acts)
-    h = np.empty((1, D), np.float32)  # (1, D)
-    rmsnorm_rows(h, x, out_norm, eps)
-    _project(blob, head, h, acts, np.zeros(3, np.int64), logits, n_threads)
+    acts = _act_scratch(T, max(D, n_head * vpool.shape[4], wt[0, WGATE, ROWS]))
+    forward_layers(mask, x, blob, wt, norms, head_norms, biases, kpool, vpool, positions, seq, tables, slots,
+                   windows, rope_bases, freq_factors, eps, rope_dim, neox, rope_scale, query_scale, attn_softcap,
+                   gelu_table, n_head, n_split, n_threads, acts)
+    R = logit_rows.shape[0]
+    if R == 0:  # a prompt chunk whose logits nobody asked for never reaches the LM head
+        return
+    xr = np.empty((R, D), np.float32)  # (R, D) the rows that need logits
+    for r in range(R):
+        xr[r] = x[logit_rows[r]]
+    h = np.empty((R, D), np.float32)  # (R, D)
+    _norm(h, xr, out_norm, eps)
+    project(mask, head[CODE], _matrix(blob, head), h, acts, np.zeros(3, np.int64), logits, n_threads)
 
 
-class DecodePlan:
-    """The arrays decode_token needs, built once per model from its weights' views."""
+class ForwardPlan:
+    """The arrays forward_batch needs, built once per model from its weights' views."""
 
     def __init__(self, model, blob: np.ndarray):
         c, spec = model.cfg, model.spec
@@ -206,6 +192,7 @@ class DecodePlan:
                 wt[il, j] = self._table_row(getattr(layer, name), blob)
         self.blob, self.wt = blob, wt
         self.emb, self.head = (self._table_row(w, blob) for w in (model.tok_embd, model.output))
+        self.mask = format_mask(list(wt[:, :, CODE].ravel()) + [self.head[CODE]])
         self.out_norm = np.array(model.output_norm, np.float32)  # (D,)
         self.out_norm.flags.writeable = False
         self.vocab = model.cfg.vocab_size
@@ -233,8 +220,8 @@ class DecodePlan:
                                     for il in range(c.n_layer)], np.float64)  # (L,)
         self.freq_factors = model.freq_factors
         self.gelu_table = GELU_TABLE if spec.activation == "gelu_tanh" else np.zeros(0, np.float32)
-        # decode_token's per-model arguments, converted once (a token costs ~5 ms; each
-        # np.float32(...) here would be a microsecond of it)
+        # forward_batch's per-model arguments, converted once (a decode token costs ~5 ms;
+        # each np.float32(...) here would be a microsecond of it)
         self._weights = (self.blob, self.emb, np.float32(c.embed_scale), self.head, self.out_norm, self.wt,
                          self.norms, self.head_norms, self.biases)
         self._model_args = (self.windows, self.rope_bases, self.freq_factors, np.float32(c.rms_eps), c.rope_dim,
@@ -248,16 +235,15 @@ class DecodePlan:
         assert 0 <= off and off + w.raw.nbytes <= blob.nbytes, "weight outside the model file"
         return np.array([off, w.fmt.code, w.shape[0], w.raw.shape[1], ACT_FORMAT.get(w.fmt.code, -1)], np.int64)
 
-    @staticmethod
-    def supports(model) -> bool:
-        """True when every matrix a token meets has a kernel here (AVX2 build only)."""
-        mats = [getattr(layer, name) for layer in model.layers for name in MATS] + [model.output]
-        return bool(KERNELS) and model.spec.activation in ("silu", "gelu_tanh") and all(
-            w.fmt.code in KERNELS or w.fmt.code in FLOAT_CODES for w in mats)
+    def run(self, tokens: np.ndarray, positions: np.ndarray, seq: np.ndarray, tables: np.ndarray,
+            slots: np.ndarray, logit_rows: np.ndarray, pool, n_split: int = 1) -> np.ndarray:
+        """Logits (R, vocab) float32 of the rows logit_rows of a flattened batch, its keys and
+        values written to pool (a kv_cache.KVPool).
 
-    def step(self, token: int, cache, position: int, n_split: int, n_threads: int) -> np.ndarray:
-        """Logits (1, vocab) float32 for one token id at `position`, its K/V written to the cache."""
-        logits = np.empty((1, self.vocab), np.float32)  # (1, V)
-        decode_token(token, logits, *self._weights, cache.k, cache.v, position, *self._model_args, n_split,
-                     n_threads)
+        tokens (T,) int64 checked ids; positions (T,) int32; seq (T,) int32 and tables
+        (S, max_blocks) int32: row t's block table; slots (T,) int64; logit_rows (R,) int64.
+        """
+        logits = np.empty((len(logit_rows), self.vocab), np.float32)  # (R, V)
+        forward_batch(self.mask, tokens, positions, seq, tables, slots, logit_rows, logits, *self._weights,
+                      pool.k, pool.v, *self._model_args, n_split, numba.get_num_threads())
         return logits

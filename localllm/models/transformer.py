@@ -7,23 +7,18 @@ the FFN activation and qwen2's QKV biases.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from ..errors import GGUFError
 from ..gguf import GGUFFile, TensorInfo
-from ..kernels.activations import gated_activation
-from ..kernels.attention import attention
-from ..kernels.norms import rmsnorm
-from ..kernels.rope import rope
-from ..kv_cache import KVCache
-from ..quant import SUPPORTED_TYPES, QuantTensor, dequantize, linear, linear_many
+from ..kv_cache import KVCache, KVPool
+from ..quant import SUPPORTED_TYPES, QuantTensor, dequantize
 from .config import config_from_gguf
-from .decode_step import DecodePlan
+from .forward_pass import ForwardPlan
 from .spec import ArchSpec
+from .tensor_use import check_all_tensors_used
 
 
 @dataclass
@@ -82,6 +77,9 @@ class _TensorPicker:
         return QuantTensor(t.raw(), t.qtype, (n_out, n_in))
 
 
+_LAST_ROW = np.zeros(1, np.int64)  # logits of row 0 of a one-token batch
+
+
 class Transformer:
     """Weights as zero-copy views plus a forward pass over a KV cache."""
 
@@ -117,62 +115,18 @@ class Transformer:
                 post_attn_norm=pick.vector(p + "post_attention_norm.weight", D, required=gem),
                 post_ffn_norm=pick.vector(p + "post_ffw_norm.weight", D, required=gem),
             ))
-        # Single tokens go through one compiled call for all layers when the kernels allow;
-        # LOCALLLM_DECODE_STEP=0 keeps them on the Python layer loop (for A/B checks).
-        use_plan = os.environ.get("LOCALLLM_DECODE_STEP", "1") not in ("0", "false", "no")
-        self.decode_plan = DecodePlan(self, g.buffer) if use_plan and DecodePlan.supports(self) else None
-
-    # ---- pieces -------------------------------------------------------------
+        check_all_tensors_used(g, spec.name)  # a tensor left over means metadata and file disagree
+        self.plan = ForwardPlan(self, g.buffer)
 
     def new_cache(self, n_ctx: int, dtype: str = "f16") -> KVCache:
+        """A single sequence's cache of n_ctx positions (a pool of its own)."""
         c = self.cfg
         return KVCache(c.n_layer, c.n_head_kv, n_ctx, c.head_dim, c.head_dim_v, dtype)
 
-    def embed(self, tokens: np.ndarray) -> np.ndarray:
-        """(T,) ids -> (T, D) float32 rows of the embedding, scaled as the family requires."""
-        rows = self.tok_embd.raw[tokens]  # (T, row_bytes): copies only these rows
-        x = dequantize(rows, self.tok_embd.qtype, (len(tokens), self.cfg.n_embd))
-        if self.cfg.embed_scale != 1.0:
-            x *= np.float32(self.cfg.embed_scale)
-        return x
-
-    def _attention_block(self, L: Layer, il: int, x: np.ndarray, positions: np.ndarray,
-                         cache: KVCache, start: int, n_split: int) -> np.ndarray:
+    def new_pool(self, n_blocks: int, dtype: str = "f16") -> KVPool:
+        """A pool of n_blocks KV blocks that many sequences share through block tables."""
         c = self.cfg
-        T = x.shape[0]
-        h = rmsnorm(x, L.attn_norm, c.rms_eps)  # (T, D)
-        q, k, v = linear_many(h, (L.wq, L.wk, L.wv))  # (T, H*dk), (T, G*dk), (T, G*dv)
-        if L.bq is not None:
-            q += L.bq
-            k += L.bk
-            v += L.bv
-        q = q.reshape(T, c.n_head, c.head_dim)
-        k = k.reshape(T, c.n_head_kv, c.head_dim)
-        v = v.reshape(T, c.n_head_kv, c.head_dim_v)
-        if L.q_norm is not None:
-            q = rmsnorm(q, L.q_norm, c.rms_eps)
-            k = rmsnorm(k, L.k_norm, c.rms_eps)
-        slides = c.layer_slides(il)
-        base = c.rope_base_swa if slides else c.rope_base
-        rope(q, k, positions, base, c.rope_dim, c.rope_neox, c.rope_scale, self.freq_factors)
-        q *= np.float32(c.query_scale)
-        cache.store(il, k, v, start)
-        o = attention(q, cache.k[il], cache.v[il], positions, c.sliding_window if slides else 0,
-                      n_split, c.attn_softcap)  # (T, H, dv)
-        o = linear(o.reshape(T, c.n_head * c.head_dim_v), L.wo)  # (T, D)
-        if L.post_attn_norm is not None:
-            o = rmsnorm(o, L.post_attn_norm, c.rms_eps)
-        return o
-
-    def _ffn_block(self, L: Layer, x: np.ndarray) -> np.ndarray:
-        c = self.cfg
-        h = rmsnorm(x, L.ffn_norm, c.rms_eps)  # (T, D)
-        gate, up = linear_many(h, (L.w_gate, L.w_up))  # (T, F) each
-        a = gated_activation(gate, up, self.spec.activation)  # (T, F)
-        o = linear(a, L.w_down)  # (T, D)
-        if L.post_ffn_norm is not None:
-            o = rmsnorm(o, L.post_ffn_norm, c.rms_eps)
-        return o
+        return KVPool(c.n_layer, c.n_head_kv, n_blocks, c.head_dim, c.head_dim_v, dtype)
 
     # ---- forward ------------------------------------------------------------
 
@@ -197,41 +151,33 @@ class Transformer:
         tokens = self.check_tokens(tokens)
         T = len(tokens)
         cache.check_room(T)
-        start = cache.n_tokens
-        rows = [T - 1] if logits_rows is None else logits_rows
-        if T == 1 and self.decode_plan is not None and len(rows) == 1:
-            return self._planned_step(int(tokens[0]), cache, n_split)[None, :]
-        positions = np.arange(start, start + T, dtype=np.int32)
-        x = self.embed(tokens)  # (T, D)
-        for il, L in enumerate(self.layers):
-            x += self._attention_block(L, il, x, positions, cache, start, n_split)
-            x += self._ffn_block(L, x)
-        cache.n_tokens += T
-        cache.tokens.extend(int(t) for t in tokens)
-        return self.logits_of(x[rows])
+        rows = np.array([T - 1] if logits_rows is None else logits_rows, np.int64)  # (R,)
+        logits = self._run_sequence(tokens, cache, rows, n_split)
+        cache.appended(tokens)
+        return logits
 
     def decode_one(self, token: int, cache: KVCache, n_split: int = 1) -> np.ndarray:
-        """forward([token]) for a decode step, returning (vocab,) logits: the compiled
-        step when the model has one, with only the checks a single id needs."""
-        if self.decode_plan is None:
-            return self.forward([token], cache, n_split=n_split)[0]
+        """forward([token]) for a decode step, returning (vocab,) logits, with only the checks
+        a single id needs."""
         if not 0 <= token < self.cfg.vocab_size:
             raise ValueError(f"token id out of range [0, {self.cfg.vocab_size})")
         cache.check_room(1)
-        return self._planned_step(token, cache, n_split)
+        logits = self._run_sequence(np.array([token], np.int64), cache, _LAST_ROW, n_split)
+        cache.appended((token,))
+        return logits[0]
 
-    def _planned_step(self, token: int, cache: KVCache, n_split: int) -> np.ndarray:
-        """The compiled step for a checked id with room in the cache -> (vocab,) logits."""
-        logits = self.decode_plan.step(token, cache, cache.n_tokens, n_split, numba.get_num_threads())
-        cache.n_tokens += 1
-        cache.tokens.append(token)
-        return self._softcapped(logits[0])
+    def _run_sequence(self, tokens: np.ndarray, cache: KVCache, rows: np.ndarray, n_split: int) -> np.ndarray:
+        """One sequence's batch over its own cache: the identity table, so slot = position."""
+        start = cache.n_tokens
+        positions = np.arange(start, start + len(tokens), dtype=np.int32)  # (T,)
+        return self.run_batch(tokens, positions, np.zeros(len(tokens), np.int32), cache.table[None, :],
+                              positions.astype(np.int64), rows, cache.pool, n_split)
 
-    def logits_of(self, x: np.ndarray) -> np.ndarray:
-        """Final norm and LM head for hidden states x (R, D) -> (R, vocab)."""
-        c = self.cfg
-        h = rmsnorm(np.ascontiguousarray(x), self.output_norm, c.rms_eps)
-        return self._softcapped(linear(h, self.output))
+    def run_batch(self, tokens, positions, seq, tables, slots, logit_rows, pool: KVPool,
+                  n_split: int = 1) -> np.ndarray:
+        """The forward pass over a flattened batch (see forward_pass.ForwardPlan.run);
+        returns the softcapped logits (R, vocab) of the rows logit_rows."""
+        return self._softcapped(self.plan.run(tokens, positions, seq, tables, slots, logit_rows, pool, n_split))
 
     def _softcapped(self, logits: np.ndarray) -> np.ndarray:
         cap = self.cfg.final_softcap

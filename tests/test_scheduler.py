@@ -318,12 +318,12 @@ def test_requests_that_can_never_fit_are_rejected_while_others_finish():
     def prompt(n):
         return tuple(rng.randrange(1, VOCAB) for _ in range(n))
 
-    too_long = Request("ctx", list(prompt(512)), 10)
+    too_long = Request("ctx", list(prompt(513)), 10)
     too_big = Request("pool", list(prompt(300)), 10)
     empty = Request("empty", [], 10)
     no_tokens = Request("zero", list(prompt(5)), 0)
     good = [Spec(f"ok{i}", prompt(40 + 30 * i), 20) for i in range(3)]
-    edge = Spec("edge", prompt(255), 50, stop=False)  # fits with exactly one output token
+    edge = Spec("edge", prompt(256), 50, stop=False)  # fills the pool: one output token, never fed
     reqs = [too_long, good[0].request(), too_big, good[1].request(), empty, no_tokens,
             good[2].request(), edge.request()]
     for r in reqs:
@@ -348,8 +348,8 @@ def test_max_tokens_is_clipped_to_the_context_window():
     r = Request("a", list(range(1, 61)), 100)
     h.sched.add(r)
     h.run()
-    assert r.max_tokens == 4 and len(r.output_ids) == 4
-    assert r.finish_reason == "length" and r.num_tokens == 64
+    assert r.max_tokens == 5 and len(r.output_ids) == 5  # the fifth is never fed: 64 KV slots
+    assert r.finish_reason == "length" and r.num_tokens == 65
 
 
 @pytest.mark.parametrize("when", ["after", "during"])

@@ -15,8 +15,8 @@ the queue, to recompute its prompt and outputs later (the prefix cache often
 serves most of that). Running requests always arrived before waiting ones, so
 "newest running" is simply the last of `running`.
 
-A request that could not finish even alone in the pool (prompt plus one token
-longer than the context window or the pool) is rejected at `add()`, so a lone
+A request that could not finish even alone in the pool (a prompt longer than
+the context window or the pool) is rejected at `add()`, so a lone
 running request can always grow and the queue never deadlocks.
 """
 
@@ -120,7 +120,9 @@ class Scheduler:
             self._mark_finished(request, "error")
             return
         # Outputs stop where the context (or the pool) ends; finishes as "length".
-        request.max_tokens = min(request.max_tokens, self.max_seq_len - len(request.prompt_ids))
+        # The last output is never fed back, so it needs no KV slot: prompt + outputs may reach
+        # max_seq_len + 1 (llama.cpp's n_ctx counts the same way).
+        request.max_tokens = min(request.max_tokens, self.max_seq_len - len(request.prompt_ids) + 1)
         request.status = RequestStatus.WAITING
         self.waiting.append(request)
         self._unfinished[request.request_id] = request
@@ -208,7 +210,7 @@ class Scheduler:
                 request.first_token_time = self.clock()
             if token in request.stop_token_ids:
                 self._finish(request, "stop")
-            elif len(request.output_ids) >= request.max_tokens or request.num_tokens >= self.max_seq_len:
+            elif len(request.output_ids) >= request.max_tokens or request.num_tokens > self.max_seq_len:
                 self._finish(request, "length")
 
     # ---- internals --------------------------------------------------------
@@ -219,12 +221,11 @@ class Scheduler:
             return "the prompt is empty"
         if request.max_tokens < 1:
             return f"max_tokens must be at least 1, got {request.max_tokens}"
-        if n + 1 > self.n_ctx:
-            return (f"prompt has {n} tokens; with one generated token it needs {n + 1}, "
-                    f"more than the context window (n_ctx={self.n_ctx})")
+        if n > self.n_ctx:
+            return f"prompt has {n} tokens, more than the context window (n_ctx={self.n_ctx})"
         bm = self.block_manager
-        if bm.blocks_needed(n + 1) > bm.num_blocks:
-            return (f"prompt has {n} tokens and needs {bm.blocks_needed(n + 1)} KV blocks of "
+        if bm.blocks_needed(n) > bm.num_blocks:
+            return (f"prompt has {n} tokens and needs {bm.blocks_needed(n)} KV blocks of "
                     f"{bm.block_size} tokens; the whole pool has {bm.num_blocks}")
         return None
 

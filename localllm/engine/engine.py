@@ -1,0 +1,300 @@
+"""The engine: one thread that owns the model, the KV pool and the scheduler.
+
+Callers on any thread `submit` a request and iterate its events, or `cancel`
+it; `call` runs any other kernel work (scoring, perplexity) on the engine
+thread between steps. Only the engine thread calls kernels: numba's thread
+count is per thread (the engine sets its own), and two threads in the
+parallel kernels at once would fight over the same cores.
+
+Each step runs whatever the scheduler picked (decode tokens of every running
+request, chunks of new prompts) as one forward pass, then samples each
+request with its own seeded sampler, detokenizes and checks stop strings.
+A request's tokens are therefore the same alone or with fifteen others.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..errors import LocalLLMError
+from ..generation import Stats, Step
+from ..kv_cache import BLOCK_SIZE, blocks_for
+from ..memory import format_bytes
+from ..sampling import Sampler, SamplingParams
+from ..stopping import StopChecker
+from .block_manager import BlockManager
+from .request import Request
+from .runner import ModelRunner
+from .scheduler import Scheduler
+
+MAX_NUM_SEQS = 8  # default sequences decoded together
+MAX_BATCHED_TOKENS = 512  # default tokens per step (a prefill chunk plus the decodes)
+
+
+class RequestFailed(LocalLLMError):
+    """A request was rejected (it can never fit) or the engine failed while running it."""
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token's log-probability under the model, and the top alternatives."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]  # (token id, logprob), most likely first
+
+
+@dataclass
+class Event:
+    """What a request's consumer receives: a step of text, then one final event."""
+
+    step: Step
+    logprob: TokenLogprob | None = None
+    stats: Stats | None = None  # on the final event
+    error: str | None = None  # on the final event of a failed request
+
+
+@dataclass
+class _Live:
+    """The engine thread's state for one request beyond what the scheduler keeps."""
+
+    request: Request
+    sampler: Sampler
+    detok: object
+    stopper: StopChecker
+    events: queue.Queue
+    logprobs: int | None
+    n_valid: int
+    text_done: bool = False
+    t_submit: float = field(default_factory=time.perf_counter)
+    t_first: float | None = None
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = np.max(x)
+    return x - (m + math.log(np.sum(np.exp(x - m))))
+
+
+class RequestHandle:
+    """A submitted request: iterate `events()` (each once) or call `result()`-style helpers."""
+
+    def __init__(self, engine: "Engine", request_id: str, events: queue.Queue):
+        self.engine, self.request_id, self._events = engine, request_id, events
+
+    def events(self) -> Iterator[Event]:
+        while True:
+            ev = self._events.get()
+            yield ev
+            if ev.stats is not None or ev.error is not None:
+                return
+
+    def cancel(self) -> None:
+        self.engine.cancel(self.request_id)
+
+
+class Engine:
+    """Continuous batching over a paged KV pool for one model."""
+
+    def __init__(self, model, tokenizer, n_ctx: int, threads: int, max_num_seqs: int = MAX_NUM_SEQS,
+                 kv_cache_gb: float | None = None, kv_dtype: str = "f16",
+                 max_num_batched_tokens: int = MAX_BATCHED_TOKENS):
+        c = model.cfg
+        itemsize = 2 if kv_dtype == "f16" else 4
+        per_block = itemsize * c.n_layer * c.n_head_kv * BLOCK_SIZE * (c.head_dim + c.head_dim_v)
+        if kv_cache_gb is not None:
+            n_blocks = int(kv_cache_gb * (1 << 30) // per_block)
+            if n_blocks < 1:
+                raise RequestFailed(f"kv_cache_gb={kv_cache_gb} holds no KV block ({format_bytes(per_block)} each)")
+        else:  # room for max_num_seqs full contexts
+            n_blocks = blocks_for(n_ctx) * max_num_seqs
+        self.model, self.tokenizer, self.threads = model, tokenizer, threads
+        self.pool = model.new_pool(n_blocks, kv_dtype)  # refused up front when the machine lacks it
+        self.block_manager = BlockManager(n_blocks, BLOCK_SIZE)
+        self.scheduler = Scheduler(self.block_manager, max_num_seqs, max(max_num_batched_tokens, max_num_seqs),
+                                   n_ctx)
+        self.runner = ModelRunner(model, self.pool, threads)
+        self._live: dict[str, _Live] = {}
+        self._inbox: queue.Queue = queue.Queue()
+        self._wake = threading.Event()
+        self._ids = itertools.count()
+        self._closed = False
+        self.preemptions = 0  # requests preempted (and later recomputed) so far
+        self._thread = threading.Thread(target=self._loop, name="localllm-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def pool_bytes(self) -> int:
+        return self.pool.nbytes
+
+    # ---- any thread -----------------------------------------------------------
+
+    def submit(self, prompt_ids: Sequence[int], params: SamplingParams, logprobs: int | None = None,
+               ignore_eos: bool = False) -> RequestHandle:
+        """Queue a generation; its events arrive on the returned handle. ignore_eos: end tokens
+        do not stop it (benchmarks run every sequence to max_tokens)."""
+        if self._closed:
+            raise RequestFailed("the engine is closed")
+        rid = f"req-{next(self._ids)}"
+        events: queue.Queue = queue.Queue()
+        self._inbox.put(("add", rid, list(prompt_ids), params, logprobs, ignore_eos, events))
+        self._wake.set()
+        return RequestHandle(self, rid, events)
+
+    def cancel(self, request_id: str) -> None:
+        self._inbox.put(("cancel", request_id))
+        self._wake.set()
+
+    def call(self, fn: Callable, *args, **kwargs):
+        """Run fn(*args, **kwargs) on the engine thread between steps; return its result."""
+        if threading.current_thread() is self._thread:
+            return fn(*args, **kwargs)
+        fut: Future = Future()
+        self._inbox.put(("call", fut, fn, args, kwargs))
+        self._wake.set()
+        return fut.result()
+
+    def close(self) -> None:
+        self._closed = True
+        self._inbox.put(("close",))
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    # ---- the engine thread ----------------------------------------------------
+
+    def _loop(self) -> None:
+        numba.set_num_threads(self.threads)  # per thread in numba: the engine's own count
+        # compile (or load) the kernels here, before the first request is timed
+        self.model.forward([0], self.model.new_cache(BLOCK_SIZE, self.pool.dtype))
+        while True:
+            if not self._drain_inbox():
+                return
+            if not self.scheduler.has_unfinished():
+                self._report_finished(self.scheduler.take_finished())
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            try:
+                self._step()
+            except Exception as e:  # a kernel or sampler failure ends the running requests, not the engine
+                msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                for rid in list(self._live):
+                    self.scheduler.finish(rid, "error", msg)
+                self._report_finished(self.scheduler.take_finished())
+
+    def _drain_inbox(self) -> bool:
+        while True:
+            try:
+                msg = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+            kind = msg[0]
+            if kind == "add":
+                self._add(*msg[1:])
+            elif kind == "cancel":
+                self.scheduler.abort(msg[1])
+            elif kind == "call":
+                fut, fn, args, kwargs = msg[1:]
+                try:
+                    fut.set_result(fn(*args, **kwargs))
+                except BaseException as e:  # handed to the caller's thread
+                    fut.set_exception(e)
+            elif kind == "close":
+                for rid in list(self._live):
+                    self.scheduler.abort(rid)
+                self._report_finished(self.scheduler.take_finished())
+                return False
+
+    def _add(self, rid: str, ids: list[int], params: SamplingParams, logprobs: int | None, ignore_eos: bool,
+             events) -> None:
+        tok = self.tokenizer
+        req = Request(rid, ids, params.max_tokens, frozenset() if ignore_eos else tok.stop_ids, params)
+        live = _Live(req, Sampler(params, self.model.cfg.vocab_size), tok.stream_decoder(),
+                     StopChecker(params.stop), events, logprobs, tok.vocab_size)
+        self._live[rid] = live
+        if params.max_tokens == 0:  # nothing to generate: finish without touching the model
+            self._finish_live(live, "length", Stats(prompt_tokens=len(ids)))
+            return
+        self.scheduler.add(req)
+
+    def _step(self) -> None:
+        step = self.scheduler.schedule()
+        self.preemptions += len(step.preempted)
+        self._report_finished(step.finished)
+        if step.is_empty:
+            return
+        rows = self.runner.execute(step)
+        sampled, logprobs = {}, {}
+        for rid, logits in rows.items():
+            live = self._live[rid]
+            if logits.shape[-1] > live.n_valid:  # embeddings padded past the vocabulary are never sampled
+                logits = logits.copy()
+                logits[live.n_valid:] = -np.inf
+            sampled[rid] = live.sampler.sample(logits, live.request.all_ids)
+            if live.logprobs is not None:
+                logprobs[rid] = self._logprob(logits, sampled[rid], live.logprobs)
+        self.scheduler.update(step, sampled)
+        for rid, token in sampled.items():
+            self._emit_token(self._live[rid], token, logprobs.get(rid))
+        self._report_finished(self.scheduler.take_finished())
+
+    @staticmethod
+    def _logprob(logits: np.ndarray, token: int, n_top: int) -> TokenLogprob:
+        lp = log_softmax(logits)
+        top = np.argsort(-lp, kind="stable")[:n_top] if n_top > 0 else np.zeros(0, np.int64)
+        return TokenLogprob(int(token), float(lp[token]), [(int(t), float(lp[t])) for t in top])
+
+    def _emit_token(self, live: _Live, token: int, logprob: TokenLogprob | None) -> None:
+        if live.t_first is None:
+            live.t_first = time.perf_counter()
+        if token in live.request.stop_token_ids or live.text_done:
+            return  # an end token is not part of the answer
+        text, stopped = live.stopper.push(live.detok.add(token))
+        if stopped:
+            live.text_done = True
+            self.scheduler.finish(live.request.request_id, "stop")
+        live.events.put(Event(Step(token, text), logprob))
+
+    def _report_finished(self, finished: list[Request]) -> None:
+        for req in finished:
+            live = self._live.get(req.request_id)
+            if live is not None:
+                self._finish_live(live, req.finish_reason, self._stats(live), req.error)
+
+    def _finish_live(self, live: _Live, reason: str, stats: Stats, error: str | None = None) -> None:
+        del self._live[live.request.request_id]
+        tail = ""
+        if not live.text_done:
+            tail, stopped = live.stopper.push(live.detok.flush())
+            tail += "" if stopped else live.stopper.flush()
+            reason = "stop" if stopped else reason
+        if error is not None:
+            live.events.put(Event(Step(None, tail, "error"), error=error))
+            return
+        live.events.put(Event(Step(None, tail, reason), stats=stats))
+
+    @staticmethod
+    def _stats(live: _Live) -> Stats:
+        req = live.request
+        n_out = len(req.output_ids)
+        if n_out and req.output_ids[-1] in req.stop_token_ids:
+            n_out -= 1
+        now = time.perf_counter()
+        s = Stats(prompt_tokens=len(req.prompt_ids), completion_tokens=n_out,
+                  cached_tokens=req.num_cached_prompt_tokens)
+        s.prefilled_tokens = len(req.prompt_ids) - req.num_cached_prompt_tokens
+        if live.t_first is not None:
+            s.time_to_first_token_s = s.prefill_s = live.t_first - live.t_submit
+            s.decode_s = now - live.t_first
+            s.decode_steps = max(0, len(req.output_ids) - 1)
+        return s

@@ -81,9 +81,16 @@ class LLM:
             self._engine = None
 
     def warmup(self) -> None:
-        """Run one token through a scratch cache so kernels are compiled (or loaded) now."""
-        cache = self.model.new_cache(8, self.kv_dtype)
-        self.model.forward([0], cache)
+        """Start the engine, whose thread compiles (or loads) the kernels before anything else."""
+        self.engine.call(lambda: None)
+
+    def on_engine(self, fn: Callable, *args, **kwargs):
+        """Run fn(*args, **kwargs) on the engine thread and return its result.
+
+        Once the engine exists, every kernel call belongs on its thread: numba's OpenMP
+        teams of two live threads slow each other down (measured on 2 cores: decode on a
+        second thread ran at 42 t/s instead of 150 while the first thread's team lived)."""
+        return self.engine.call(fn, *args, **kwargs)
 
     # ---- text <-> ids ---------------------------------------------------------
 
@@ -117,10 +124,14 @@ class LLM:
             raise ContextOverflow(f"{len(ids)} tokens do not fit in n_ctx {self.n_ctx}")
         if isinstance(n_batch, bool) or not isinstance(n_batch, int) or n_batch < 1:
             raise UsageError(f"n_batch must be a positive integer, got {n_batch!r}")
+        return self.on_engine(self._score, ids, n_batch)
+
+    def _score(self, ids: list[int], n_batch: int) -> np.ndarray:
         self.session.cache.clear()
-        out = self.session.feed(ids, logits_rows=list(range(len(ids))), n_batch=n_batch)
-        self.session.cache.clear()
-        return out
+        try:
+            return self.session.feed(ids, logits_rows=list(range(len(ids))), n_batch=n_batch)
+        finally:
+            self.session.cache.clear()
 
     # ---- generation -----------------------------------------------------------
 
@@ -241,7 +252,7 @@ class LLM:
         text, n_ctx = arguments.check_text(text), arguments.check_int(n_ctx, "n_ctx")
         from .perplexity import perplexity
 
-        return perplexity(self, text, n_ctx, progress)
+        return self.on_engine(perplexity, self, text, n_ctx, progress)
 
     def __repr__(self) -> str:
         return f"LLM({str(self.path)!r}, arch={self.model.cfg.arch!r}, n_ctx={self.n_ctx})"

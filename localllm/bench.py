@@ -265,14 +265,10 @@ def run_batched_decode(llm, batches, n_prompt: int = 128, n_gen: int = 128, reps
                 handles = [eng.submit(_tokens(n_prompt, vocab, seed=1000 * rep + i), params, ignore_eos=True)
                            for i in range(b)]
                 firsts, lasts = [], []
-                for h in handles:
-                    first = last = None
-                    for ev in h.events():
-                        if ev.step.token_id is not None:
-                            first = first or time.perf_counter()
-                    last = time.perf_counter()
-                    firsts.append(first)
-                    lasts.append(last)
+                for h in handles:  # events carry the engine's emission times
+                    events = list(h.events())
+                    firsts.append(next(ev.time for ev in events if ev.step.token_id is not None))
+                    lasts.append(events[-1].time)
                 secs.append(max(lasts) - max(firsts))
         finally:
             eng.close()

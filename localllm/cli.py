@@ -310,11 +310,12 @@ def bench(model, n_prompt, n_gen, batch, reps, threads, as_json, sweep, sweep_le
         raise UsageError("nothing to measure: -p and -n are both 0")
     llm = open_llm(model, max(n_prompt, n_gen + 1, 16), threads)
     if batches == [1]:
-        results, limits = run_bench(llm, n_prompt, n_gen, reps)
+        results, limits = llm.on_engine(run_bench, llm, n_prompt, n_gen, reps)
     else:  # pp on one sequence, then decode at every batch size through the engine
         if n_gen < 2:
             raise UsageError("-b needs -n of at least 2 (decode is timed after the first token)")
-        results, limits = run_bench(llm, n_prompt, 0, reps)
+        results, limits = llm.on_engine(run_bench, llm, n_prompt, 0, reps)
+        llm.close()  # the batched runs start engines of their own: one kernel thread at a time
         batched, _ = run_batched_decode(llm, batches, n_prompt=min(n_prompt, 128) or 128, n_gen=n_gen,
                                         reps=min(reps, 2), limits=limits)
         results += batched

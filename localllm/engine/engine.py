@@ -62,6 +62,7 @@ class Event:
     logprob: TokenLogprob | None = None
     stats: Stats | None = None  # on the final event
     error: str | None = None  # on the final event of a failed request
+    time: float = field(default_factory=time.perf_counter)  # when the engine emitted it
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ..kernels.convert import store_kv
 from ..kernels.norms import rmsnorm_rows, rmsnorm_rows_par
 from ..kernels.rope import rope_qk, rope_qk_par
 from ..quant.dequant import dequant_row
-from ..quant.matmul_table import format_mask, project
+from ..quant.matmul_table import call_with_mask, format_mask, project
 from ..quant.q8act import ACT_FORMAT
 
 # Matrices of a layer, in the order of the weight table's second axis.
@@ -244,6 +244,6 @@ class ForwardPlan:
         (S, max_blocks) int32: row t's block table; slots (T,) int64; logit_rows (R,) int64.
         """
         logits = np.empty((len(logit_rows), self.vocab), np.float32)  # (R, V)
-        forward_batch(self.mask, tokens, positions, seq, tables, slots, logit_rows, logits, *self._weights,
-                      pool.k, pool.v, *self._model_args, n_split, numba.get_num_threads())
+        call_with_mask(forward_batch, self.mask, tokens, positions, seq, tables, slots, logit_rows, logits,
+                       *self._weights, pool.k, pool.v, *self._model_args, n_split, numba.get_num_threads())
         return logits

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import hf_hub, hub
 from .errors import LocalLLMError, ModelNotFound, UsageError
+from .progress import human_bytes
 
 
 @dataclass(frozen=True)
@@ -98,18 +99,10 @@ def cached_models() -> list[CachedModel]:
     return [describe(root, p) for p in _model_files(root)]
 
 
-def _human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
 def format_table(models: list[CachedModel]) -> str:
     rows = [("NAME", "SIZE", "ARCH", "QUANT", "PATH")]
     for m in models:
-        rows.append((m.name, _human_size(m.size), m.architecture or "?", m.quant or "?", str(m.path)))
+        rows.append((m.name, human_bytes(m.size), m.architecture or "?", m.quant or "?", str(m.path)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
 

@@ -9,7 +9,8 @@ import sys
 import time
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """A byte count for people: '512 B', '93.3 MB' (binary units)."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -40,7 +41,7 @@ class ProgressPrinter:
         frac = done / total if total else 1.0
         bar = "#" * int(frac * self.width)
         if self.unit == "bytes":
-            amount = f"{_human(done)}/{_human(total)}"
+            amount = f"{human_bytes(done)}/{human_bytes(total)}"
         else:
             amount = f"{done}/{total} {self.unit}"
         self.stream.write(f"\r{stage:>8} [{bar:<{self.width}}] {frac * 100:5.1f}% {amount}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..errors import LocalLLMError
+from ..errors import LocalLLMError, UsageError
 from ..generation import Stats, Step
 from ..kv_cache import BLOCK_SIZE, blocks_for
 from ..memory import format_bytes
@@ -116,7 +116,7 @@ class Engine:
         if kv_cache_gb is not None:
             n_blocks = int(kv_cache_gb * (1 << 30) // per_block)
             if n_blocks < 1:
-                raise RequestFailed(f"kv_cache_gb={kv_cache_gb} holds no KV block ({format_bytes(per_block)} each)")
+                raise UsageError(f"kv_cache_gb={kv_cache_gb} holds no KV block ({format_bytes(per_block)} each)")
         else:  # room for max_num_seqs full contexts
             n_blocks = blocks_for(n_ctx) * max_num_seqs
         self.model, self.tokenizer, self.threads = model, tokenizer, threads

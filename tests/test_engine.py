@@ -153,3 +153,17 @@ def test_real_model_batch_of_16_mixed_prompts_equals_alone(smollm2_path):
         assert together == alone
     finally:
         llm.close()
+
+
+def test_a_dead_engine_thread_fails_callers_instead_of_hanging(tiny_llm, monkeypatch):
+    from localllm.engine.engine import RequestFailed
+
+    def boom(*a, **k):
+        raise RuntimeError("kernel load failed")
+
+    monkeypatch.setattr(tiny_llm.model, "forward", boom)  # the engine's warm-up runs it first
+    eng = Engine(tiny_llm.model, tiny_llm.tokenizer, 64, tiny_llm.threads, max_num_seqs=1)
+    with pytest.raises(RequestFailed, match="kernel load failed"):
+        eng.call(lambda: 1)
+    with pytest.raises(RequestFailed, match="kernel load failed"):
+        eng.submit([3, 4], SamplingParams(max_tokens=2))

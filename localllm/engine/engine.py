@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import numba
@@ -95,7 +96,11 @@ class RequestHandle:
 
     def events(self) -> Iterator[Event]:
         while True:
-            ev = self._events.get()
+            try:
+                ev = self._events.get(timeout=1.0)
+            except queue.Empty:
+                self.engine._check_alive()
+                continue
             yield ev
             if ev.stats is not None or ev.error is not None:
                 return
@@ -130,6 +135,7 @@ class Engine:
         self._wake = threading.Event()
         self._ids = itertools.count()
         self._closed = False
+        self._failure: str | None = None  # why the engine thread stopped, if it did
         self.preemptions = 0  # requests preempted (and later recomputed) so far
         self._thread = threading.Thread(target=self._loop, name="localllm-engine", daemon=True)
         self._thread.start()
@@ -145,7 +151,7 @@ class Engine:
         """Queue a generation; its events arrive on the returned handle. ignore_eos: end tokens
         do not stop it (benchmarks run every sequence to max_tokens)."""
         if self._closed:
-            raise RequestFailed("the engine is closed")
+            raise RequestFailed(self._failure or "the engine is closed")
         rid = f"req-{next(self._ids)}"
         events: queue.Queue = queue.Queue()
         self._inbox.put(("add", rid, list(prompt_ids), params, logprobs, ignore_eos, events))
@@ -160,10 +166,23 @@ class Engine:
         """Run fn(*args, **kwargs) on the engine thread between steps; return its result."""
         if threading.current_thread() is self._thread:
             return fn(*args, **kwargs)
+        if self._closed:
+            raise RequestFailed(self._failure or "the engine is closed")
         fut: Future = Future()
         self._inbox.put(("call", fut, fn, args, kwargs))
         self._wake.set()
-        return fut.result()
+        while True:
+            try:
+                return fut.result(timeout=1.0)
+            except FutureTimeout:
+                self._check_alive()
+
+    def _check_alive(self) -> None:
+        """From a waiting caller: if the thread died after our message went in, fail what waits."""
+        if not self._thread.is_alive():
+            self._failure = self._failure or "the engine stopped"
+            self._closed = True
+            self._fail_waiting()
 
     def close(self) -> None:
         self._closed = True
@@ -174,6 +193,28 @@ class Engine:
     # ---- the engine thread ----------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._run()
+        except BaseException as e:  # the thread is gone: nobody may wait on it forever
+            self._failure = f"the engine stopped: {type(e).__name__}: {e}".splitlines()[0][:300]
+            self._closed = True
+            self._fail_waiting()
+
+    def _fail_waiting(self) -> None:
+        for rid, live in list(self._live.items()):
+            live.events.put(Event(Step(None, "", "error"), error=self._failure))
+            del self._live[rid]
+        while True:
+            try:
+                msg = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if msg[0] == "call":
+                msg[1].set_exception(RequestFailed(self._failure))
+            elif msg[0] == "add":
+                msg[-1].put(Event(Step(None, "", "error"), error=self._failure))
+
+    def _run(self) -> None:
         numba.set_num_threads(self.threads)  # per thread in numba: the engine's own count
         # compile (or load) the kernels here, before the first request is timed
         self.model.forward([0], self.model.new_cache(BLOCK_SIZE, self.pool.dtype))

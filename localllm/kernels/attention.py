@@ -172,43 +172,92 @@ def _balanced_row(r, T):
     return r // 2 if r % 2 == 0 else T - 1 - r // 2
 
 
+# Each parallel loop's body is one plain call: numba's parfor passes work on the loop's
+# whole inlined body, and with the bodies inline these two kernels took 42 s of a 106 s
+# cold start (measured with numba's compile events). The arithmetic is the same code.
+
+
+@njit(cache=True)
+def _row_item(q, kc, vc, positions, seq, tables, window, softcap, out, sh, t, g):
+    """Query row t against KV head g: every head of the group, into out[t]."""
+    hpg, dv = q.shape[1] // kc.shape[1], vc.shape[3]
+    table = tables[seq[t]]
+    j0, j1 = _key_range(positions[t], window)
+    n = j1 - j0
+    s = np.empty((hpg, n), np.float32)  # (heads in group, keys) this row's scores
+    _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, 0)
+    for hh in range(hpg):
+        m = s[hh, 0]
+        for j in range(1, n):
+            m = max(m, s[hh, j])
+        total = 0.0  # double, as llama.cpp sums its softmax
+        for blk in range(j0 - j0 % 8, j1, 8):
+            total += np.float64(_exp_block_sum(s, hh, m, j0, j1, 0, blk))
+        inv = np.float32(1.0 / total)
+        for j in range(n):
+            s[hh, j] = round_like(s[hh, j] * inv, vc[0, 0, 0, 0])
+    lanes = np.zeros((hpg, 8, dv), np.float32)  # (heads, lanes, dv)
+    _weighted_values(s, vc, table, sh, g, 0, hpg, j0, j1, 0, lanes, 0, dv)
+    for hh in range(hpg):
+        _reduce_lanes(lanes[hh], out[t, g * hpg + hh], 0, dv)
+
+
 @njit(cache=True, parallel=True)
 def attention_rows(q, kc, vc, positions, seq, tables, window, softcap, out):
     """One item per (row, KV head). q (T, H, dk) rotated and scaled; kc (NB, G, bs, dk),
     vc (NB, G, bs, dv): one layer of the pool, filled up to each row's position;
     positions (T,) int32; seq (T,) int32: row t uses block table tables[seq[t]];
     tables (S, max_blocks) int32; out (T, H, dv)."""
-    T, H, _ = q.shape
-    G = kc.shape[1]
-    hpg = H // G
-    dv = vc.shape[3]
+    T, G = q.shape[0], kc.shape[1]
     sh = _block_shift(kc)
     for item in prange(T * G):
-        t = _balanced_row(item // G, T)
-        g = item % G
-        table = tables[seq[t]]
-        j0, j1 = _key_range(positions[t], window)
-        n = j1 - j0
-        s = np.empty((hpg, n), np.float32)  # (heads in group, keys) this row's scores
-        _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, 0)
-        for hh in range(hpg):
-            m = s[hh, 0]
-            for j in range(1, n):
-                m = max(m, s[hh, j])
-            total = 0.0  # double, as llama.cpp sums its softmax
-            for blk in range(j0 - j0 % 8, j1, 8):
-                total += np.float64(_exp_block_sum(s, hh, m, j0, j1, 0, blk))
-            inv = np.float32(1.0 / total)
-            for j in range(n):
-                s[hh, j] = round_like(s[hh, j] * inv, vc[0, 0, 0, 0])
-        lanes = np.zeros((hpg, 8, dv), np.float32)  # (heads, lanes, dv)
-        _weighted_values(s, vc, table, sh, g, 0, hpg, j0, j1, 0, lanes, 0, dv)
-        for hh in range(hpg):
-            _reduce_lanes(lanes[hh], out[t, g * hpg + hh], 0, dv)
+        _row_item(q, kc, vc, positions, seq, tables, window, softcap, out, sh, _balanced_row(item // G, T), item % G)
 
 
 # Columns of one head's output per work item in attention_split's value phase.
 SPLIT_COLS = 32
+
+
+@njit(inline="always", cache=True)
+def _chunk_keys(lo, hi, base, per, c):
+    """Keys of chunk c of a split row: [j0, j1), on 8-key block boundaries from base."""
+    return max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
+
+
+@njit(cache=True)
+def _split_scores(q, kc, table, sh, softcap, s, lo, hi, base, per, n_split, item):
+    g, c = item // n_split, item % n_split
+    j0, j1 = _chunk_keys(lo, hi, base, per, c)
+    if j0 < j1:
+        _scores(q, 0, g, kc, table, sh, j0, j1, softcap, s[g], j0 - lo)
+
+
+@njit(cache=True)
+def _split_exps(s, mx, bsum, lo, hi, base, per, n_split, item):
+    g, c = item // n_split, item % n_split
+    j0, j1 = _chunk_keys(lo, hi, base, per, c)
+    for hh in range(s.shape[1]):
+        for blk in range(base + c * per, j1, 8):
+            bsum[g, hh, (blk - base) // 8] = _exp_block_sum(s[g], hh, mx[g, hh], j0, j1, j0 - lo, blk)
+
+
+@njit(cache=True)
+def _split_probs(s, inv, vc, lo, hi, base, per, n_split, item):
+    g, c = item // n_split, item % n_split
+    j0, j1 = _chunk_keys(lo, hi, base, per, c)
+    for hh in range(s.shape[1]):
+        for j in range(j0 - lo, j1 - lo):
+            s[g, hh, j] = round_like(s[g, hh, j] * inv[g, hh], vc[0, 0, 0, 0])
+
+
+@njit(cache=True)
+def _split_values(s, vc, table, sh, lo, hi, n_cc, out, item):
+    hpg, dv = s.shape[1], vc.shape[3]
+    g, hh, cc = item // (hpg * n_cc), (item // n_cc) % hpg, item % n_cc
+    i0, i1 = (cc * SPLIT_COLS, min(dv, (cc + 1) * SPLIT_COLS)) if n_cc > 1 else (0, dv)
+    lanes = np.zeros((1, 8, dv), np.float32)  # (1, lanes, dv), columns i0..i1-1 used
+    _weighted_values(s[g], vc, table, sh, g, hh, hh + 1, lo, hi, 0, lanes, i0, i1)
+    _reduce_lanes(lanes[0], out[0, g * hpg + hh], i0, i1)
 
 
 @njit(cache=True, parallel=True)
@@ -233,10 +282,7 @@ def attention_split(q, kc, vc, table, position, window, softcap, n_split, out):
     per = (n_blk + n_split - 1) // n_split * 8  # keys per chunk, a multiple of 8
     s = np.empty((G, hpg, n), np.float32)  # (KV heads, heads in group, keys) scores, then probabilities
     for item in prange(G * n_split):  # scores
-        g, c = item // n_split, item % n_split
-        j0, j1 = max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
-        if j0 < j1:
-            _scores(q, 0, g, kc, table, sh, j0, j1, softcap, s[g], j0 - lo)
+        _split_scores(q, kc, table, sh, softcap, s, lo, hi, base, per, n_split, item)
     mx = np.empty((G, hpg), np.float32)
     for g in range(G):
         for hh in range(hpg):
@@ -246,11 +292,7 @@ def attention_split(q, kc, vc, table, position, window, softcap, n_split, out):
             mx[g, hh] = m
     bsum = np.zeros((G, hpg, n_blk), np.float32)  # each 8-key block's f32 sum of exponentials
     for item in prange(G * n_split):
-        g, c = item // n_split, item % n_split
-        j0, j1 = max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
-        for hh in range(hpg):
-            for blk in range(base + c * per, j1, 8):
-                bsum[g, hh, (blk - base) // 8] = _exp_block_sum(s[g], hh, mx[g, hh], j0, j1, j0 - lo, blk)
+        _split_exps(s, mx, bsum, lo, hi, base, per, n_split, item)
     inv = np.empty((G, hpg), np.float32)
     for g in range(G):
         for hh in range(hpg):
@@ -259,18 +301,10 @@ def attention_split(q, kc, vc, table, position, window, softcap, n_split, out):
                 total += np.float64(bsum[g, hh, b])
             inv[g, hh] = np.float32(1.0 / total)
     for item in prange(G * n_split):  # probabilities
-        g, c = item // n_split, item % n_split
-        j0, j1 = max(lo, min(hi, base + c * per)), min(hi, base + (c + 1) * per)
-        for hh in range(hpg):
-            for j in range(j0 - lo, j1 - lo):
-                s[g, hh, j] = round_like(s[g, hh, j] * inv[g, hh], vc[0, 0, 0, 0])
+        _split_probs(s, inv, vc, lo, hi, base, per, n_split, item)
     n_cc = (dv + SPLIT_COLS - 1) // SPLIT_COLS if dv % 8 == 0 else 1
     for item in prange(G * hpg * n_cc):  # weighted values, by column chunk
-        g, hh, cc = item // (hpg * n_cc), (item // n_cc) % hpg, item % n_cc
-        i0, i1 = (cc * SPLIT_COLS, min(dv, (cc + 1) * SPLIT_COLS)) if n_cc > 1 else (0, dv)
-        lanes = np.zeros((1, 8, dv), np.float32)  # (1, lanes, dv), columns i0..i1-1 used
-        _weighted_values(s[g], vc, table, sh, g, hh, hh + 1, lo, hi, 0, lanes, i0, i1)
-        _reduce_lanes(lanes[0], out[0, g * hpg + hh], i0, i1)
+        _split_values(s, vc, table, sh, lo, hi, n_cc, out, item)
 
 
 def attention(q, kc, vc, positions, seq, tables, window=0, n_split=1, softcap=0.0, out=None):

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import literally, njit
+from numba import literally, njit, types
+from numba.extending import overload
 
 import localllm._numba_setup  # noqa: F401
 from ..kernels import PAR_ROWS
@@ -28,8 +29,8 @@ from ..kernels.attention import attention_rows, attention_split
 from ..kernels.convert import store_kv
 from ..kernels.norms import rmsnorm_rows, rmsnorm_rows_par
 from ..kernels.rope import rope_qk, rope_qk_par
-from ..quant.dequant import dequant_row
-from ..quant.matmul_table import call_with_mask, format_mask, project
+from ..engine.runner import SPLIT_MIN_KEYS, key_splits
+from ..quant.matmul_table import call_with_mask, dequant_masked, format_mask, project
 from ..quant.q8act import ACT_FORMAT
 
 # Matrices of a layer, in the order of the weight table's second axis.
@@ -52,6 +53,33 @@ def _norm(out, x, w, eps):
         rmsnorm_rows_par(out, x, w, eps)
     else:
         rmsnorm_rows(out, x, w, eps)
+
+
+# A bit of the forward's literal mask beside the weight formats: decode rows may split their
+# keys over threads (attention_split). Without it that kernel is not compiled (16 s of a
+# cold start) and a requested split runs attention_rows, which gives the same bits.
+SPLIT_ATTENTION = 1 << 40
+
+
+def _attend(mask, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
+    raise NotImplementedError  # only callable from numba-compiled code
+
+
+@overload(_attend)
+def _attend_impl(mask, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
+    if not isinstance(mask, types.IntegerLiteral):
+        return None
+    if mask.literal_value & SPLIT_ATTENTION:
+        def impl(mask, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
+            if n_split > 1 and q3.shape[0] == 1:
+                attention_split(q3, kc, vc, tables[seq[0]], np.int64(positions[0]), window, softcap, n_split, out)
+            else:
+                attention_rows(q3, kc, vc, positions, seq, tables, window, softcap, out)
+        return impl
+
+    def impl(mask, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
+        attention_rows(q3, kc, vc, positions, seq, tables, window, softcap, out)
+    return impl
 
 
 @njit(cache=True)
@@ -108,11 +136,7 @@ def forward_layers(mask, x, blob, wt, norms, head_norms, biases, kpool, vpool, p
             rope_qk(q3, k3, positions, rope_bases[il], rope_dim, neox, rope_scale, freq_factors)
         q *= query_scale
         store_kv(kpool[il], vpool[il], k3, v3, slots)
-        if n_split > 1 and T == 1:
-            attention_split(q3, kpool[il], vpool[il], tables[seq[0]], np.int64(positions[0]), windows[il],
-                            attn_softcap, n_split, o)
-        else:
-            attention_rows(q3, kpool[il], vpool[il], positions, seq, tables, windows[il], attn_softcap, o)
+        _attend(mask, q3, kpool[il], vpool[il], positions, seq, tables, windows[il], attn_softcap, n_split, o)
         fresh[:] = 0
         project(mask, wt[il, WO, CODE], _matrix(blob, wt[il, WO]), o.reshape((T, H * dv)), acts, fresh, blk,
                 n_threads)
@@ -162,7 +186,7 @@ def forward_batch(mask, tokens, positions, seq, tables, slots, logit_rows, logit
     off, rb = emb[OFF], emb[ROW_BYTES]
     for t in range(T):
         tok = tokens[t]
-        dequant_row(emb[CODE], blob[off + tok * rb : off + (tok + 1) * rb], x[t])
+        dequant_masked(mask, emb[CODE], blob[off + tok * rb : off + (tok + 1) * rb], x[t])
     if embed_scale != 1.0:
         x *= embed_scale
     acts = _act_scratch(T, max(D, n_head * vpool.shape[4], wt[0, WGATE, ROWS]))
@@ -192,7 +216,9 @@ class ForwardPlan:
                 wt[il, j] = self._table_row(getattr(layer, name), blob)
         self.blob, self.wt = blob, wt
         self.emb, self.head = (self._table_row(w, blob) for w in (model.tok_embd, model.output))
-        self.mask = format_mask(list(wt[:, :, CODE].ravel()) + [self.head[CODE]])
+        self.mask = format_mask(list(wt[:, :, CODE].ravel()) + [self.head[CODE], self.emb[CODE]])
+        if key_splits(1, SPLIT_MIN_KEYS, c.n_head_kv, numba.config.NUMBA_NUM_THREADS) > 1:
+            self.mask |= SPLIT_ATTENTION  # only then is attention_split compiled in
         self.out_norm = np.array(model.output_norm, np.float32)  # (D,)
         self.out_norm.flags.writeable = False
         self.vocab = model.cfg.vocab_size

@@ -233,6 +233,12 @@ def _row_iq4_xs(src, dst):
                 dst[e + 32 * j + 16 + l] = dl * np.float32(KVALUES[q >> 4])
 
 
+# Weight type code -> its one-row dequantizer (the branches of dequant_row).
+ROW_KERNELS = {F32: _row_f32, F16: _row_f16, BF16: _row_bf16, Q4_0: _row_q4_0, Q4_1: _row_q4_1, Q5_0: _row_q5_0,
+               Q5_1: _row_q5_1, Q8_0: _row_q8_0, Q2_K: _row_q2_k, Q3_K: _row_q3_k, Q4_K: _row_q4_k,
+               Q5_K: _row_q5_k, Q6_K: _row_q6_k, IQ4_NL: _row_iq4_nl, IQ4_XS: _row_iq4_xs}
+
+
 @njit(cache=True)
 def dequant_row(code, src, dst):
     """Dequantize one row: src (row_bytes,) uint8 -> dst (K,) float32."""

@@ -21,6 +21,7 @@ from numba import types
 from numba.extending import overload
 
 from localllm.kernels import PAR_ROWS
+from localllm.quant.dequant import ROW_KERNELS
 from localllm.quant.dispatch import FLOAT_CODES, KERNELS
 from localllm.quant.formats import FORMATS
 from localllm.quant.gemm_tiles import row_tiles
@@ -107,6 +108,26 @@ def _project_impl(mask, code, raw, x, acts, fresh, out, n_threads):
         if m >> i & 1:
             ns[f"k{i}"] = KERNELS.get(c)
             lines += _branch(c, i)
+    lines.append("    raise ValueError('weight type outside the model format mask')")
+    exec("\n".join(lines), ns)  # noqa: S102  (source built above from the format table only)
+    return ns["impl"]
+
+
+def dequant_masked(mask, code, src, dst):
+    """dequant.dequant_row for the types in the literal mask only (the embedding's row)."""
+    raise NotImplementedError  # only callable from numba-compiled code
+
+
+@overload(dequant_masked)
+def _dequant_masked_impl(mask, code, src, dst):
+    if not isinstance(mask, types.IntegerLiteral):
+        return None
+    m = mask.literal_value
+    ns, lines = {}, ["def impl(mask, code, src, dst):"]
+    for i, c in enumerate(TABLE_CODES):
+        if m >> i & 1:
+            ns[f"r{i}"] = ROW_KERNELS[c]
+            lines += [f"    if code == {c}:", f"        r{i}(src, dst)", "        return"]
     lines.append("    raise ValueError('weight type outside the model format mask')")
     exec("\n".join(lines), ns)  # noqa: S102  (source built above from the format table only)
     return ns["impl"]

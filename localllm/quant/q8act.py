@@ -101,11 +101,18 @@ def quantize_activations(x, kind, xq, xd, xm, xs):
         _quantize_row(x, m, kind, xq, xd, xm, xs)
 
 
+@njit(cache=True)
+def _quantize_one_row(x, m, kind, xq, xd, xm, xs):
+    # a call, not inlined into the parallel loop: numba's parfor passes on the inlined
+    # row code took 14.5 s of a cold start
+    _quantize_row(x, m, kind, xq, xd, xm, xs)
+
+
 @njit(cache=True, parallel=True)
 def quantize_activations_par(x, kind, xq, xd, xm, xs):
     """quantize_activations with the rows spread over threads (each row's codes are the same)."""
     for m in prange(x.shape[0]):
-        _quantize_row(x, m, kind, xq, xd, xm, xs)
+        _quantize_one_row(x, m, kind, xq, xd, xm, xs)
 
 
 def new_activation_buffers(m: int, k: int):

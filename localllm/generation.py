@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .engine.runner import key_splits
+from .models.forward_pass import key_splits
 from .errors import ContextOverflow
 from .sampling import Sampler, SamplingParams
 from .stopping import StopChecker

@@ -11,21 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..kv_cache import KVPool
+from ..models.forward_pass import key_splits
 from .scheduler import SchedulerStep
-
-# Decode with one query row spreads its keys over threads only with enough of them.
-SPLIT_MIN_KEYS = 256
-
-
-def key_splits(n_rows: int, n_cached: int, kv_heads: int, threads: int) -> int:
-    """Key chunks per KV head for attention. A single query row's work items are its KV heads;
-    only when there are fewer of them than threads (and enough keys) are a head's keys split.
-    Measured on 2 cores: splitting SmolLM2's 3 KV heads made decode 4-15% slower at 300-2000
-    cached tokens, so it is not done there. The split changes no bit of the result."""
-    if n_rows == 1 and n_cached >= SPLIT_MIN_KEYS and kv_heads < threads:
-        return max(1, threads // kv_heads)
-    return 1
-
 
 class ModelRunner:
     """The model and the KV pool the block manager's block ids point into."""

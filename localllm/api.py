@@ -165,13 +165,12 @@ class LLM:
             return self._complete_many([self._prompt_ids(p) for p in prompt], params, logprobs)
         return self._complete_many([self._prompt_ids(prompt)], params, logprobs)[0]
 
-    def _complete_many(self, prompts: list[list[int]], params: SamplingParams, logprobs: int | None = None,
-                       progress: Callable[[str, int, int], None] | None = None) -> list[Completion]:
+    def _complete_many(self, prompts: list[list[int]], params: SamplingParams,
+                       logprobs: int | None = None) -> list[Completion]:
         for ids in prompts:  # refuse before anything runs
             self._check_fits(ids)
         handles = [self.engine.submit(ids, params, logprobs) for ids in prompts]
-        if progress is None and len(prompts) >= PROGRESS_MIN_PROMPTS:
-            progress = ProgressPrinter(unit="prompts")
+        progress = ProgressPrinter(unit="prompts") if len(prompts) >= PROGRESS_MIN_PROMPTS else None
         out = []
         for n, h in enumerate(handles):
             out.append(_collect(h, logprobs is not None))

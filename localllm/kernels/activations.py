@@ -70,13 +70,3 @@ def geglu_tanh(gate, up, out, table):
                 y = table[f32_to_f16(x)]
             o_[i] = y * u_[i]
 
-
-def gated_activation(gate: np.ndarray, up: np.ndarray, kind: str) -> np.ndarray:
-    """act(gate) * up, written over gate's buffer (T, F)."""
-    if kind == "silu":
-        swiglu(gate, up, gate)
-    elif kind == "gelu_tanh":
-        geglu_tanh(gate, up, gate, GELU_TABLE)
-    else:
-        raise ValueError(f"unknown activation {kind!r}")
-    return gate

@@ -5,7 +5,6 @@ import numpy as np
 from numba import njit, prange
 
 import localllm._numba_setup  # noqa: F401
-from localllm.kernels import PAR_ROWS
 
 
 @njit(inline="always", cache=True, fastmath=False)
@@ -36,10 +35,3 @@ def rmsnorm_rows_par(out, x, w, eps):
     for r in prange(x.shape[0]):
         _rmsnorm_row(out, x, w, eps, r)
 
-
-def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float, out: np.ndarray | None = None) -> np.ndarray:
-    """RMSNorm over the last axis of x (any leading shape); w has the last axis' length."""
-    x2 = x.reshape(-1, x.shape[-1])  # (R, D)
-    o = np.empty_like(x2) if out is None else out.reshape(-1, x.shape[-1])
-    (rmsnorm_rows_par if x2.shape[0] >= PAR_ROWS else rmsnorm_rows)(o, x2, w, np.float32(eps))
-    return o.reshape(x.shape)

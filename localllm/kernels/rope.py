@@ -14,7 +14,6 @@ import numpy as np
 from numba import njit, prange
 
 import localllm._numba_setup  # noqa: F401
-from localllm.kernels import PAR_ROWS
 
 
 @njit(inline="always", cache=True)
@@ -66,7 +65,3 @@ def rope_qk_par(q, k, positions, base, rope_dim, neox, pos_scale, freq_factors):
     for t in prange(q.shape[0]):
         _rope_row(q, k, t, positions, theta_scale, inv_scale, rope_dim, neox, freq_factors)
 
-
-def rope(q, k, positions, base, rope_dim, neox, pos_scale, freq_factors) -> None:
-    """rope_qk, on threads for a prompt chunk (PAR_ROWS rows or more)."""
-    (rope_qk_par if q.shape[0] >= PAR_ROWS else rope_qk)(q, k, positions, base, rope_dim, neox, pos_scale, freq_factors)

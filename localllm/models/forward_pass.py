@@ -30,7 +30,6 @@ from ..kernels.convert import store_kv
 from ..kernels.norms import rmsnorm_rows, rmsnorm_rows_par
 from ..kernels.rope import rope_qk, rope_qk_par
 from ..quant.matmul_table import call_with_mask, dequant_masked, format_mask, project
-from ..quant.q8act import ACT_FORMAT
 
 # Decode with one query row spreads its keys over threads only with enough of them.
 SPLIT_MIN_KEYS = 256
@@ -50,7 +49,7 @@ def key_splits(n_rows: int, n_cached: int, kv_heads: int, threads: int) -> int:
 MATS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 WQ, WK, WV, WO, WGATE, WUP, WDOWN = range(7)
 # Columns of the weight table.
-OFF, CODE, ROWS, ROW_BYTES, ACT = range(5)
+OFF, CODE, ROWS, ROW_BYTES = range(4)
 
 
 @njit(inline="always", cache=True)
@@ -102,7 +101,7 @@ def forward_layers(mask, x, blob, wt, norms, head_norms, biases, kpool, vpool, p
     """Run the hidden states x (T, D) through every layer, in place.
 
     mask: the model's format mask (a literal; see matmul_table); blob: the model file,
-    readonly uint8; wt (L, 7, 5) int64 weight table (MATS order, columns OFF..ACT);
+    readonly uint8; wt (L, 7, 4) int64 weight table (MATS order, columns OFF..ROW_BYTES);
     norms (L, 4, D) readonly f32: attn, ffn, post-attn, post-ffn (the last two used only
     when head_norms has rows); head_norms (L or 0, 2, dk): q and k norms; biases
     (L or 0, 3, max(H*dk, G*dv)): q, k, v biases; kpool/vpool (L, NB, G, bs, d): the
@@ -189,7 +188,7 @@ def forward_batch(mask, tokens, positions, seq, tables, slots, logit_rows, logit
     """Embed tokens (T,) int64, run forward_layers, then the final norm and LM head of the
     rows logit_rows (R,) int64 into logits (R, V).
 
-    emb, head: weight-table rows (OFF..ACT) of the embedding and the output matrix;
+    emb, head: weight-table rows (OFF..ROW_BYTES) of the embedding and the output matrix;
     out_norm (D,) readonly f32. Every other argument is forward_layers'.
     """
     literally(mask)
@@ -223,7 +222,7 @@ class ForwardPlan:
     def __init__(self, model, blob: np.ndarray):
         c, spec = model.cfg, model.spec
         self.cfg = c
-        wt = np.zeros((c.n_layer, len(MATS), 5), np.int64)  # (L, 7, 5) weight table
+        wt = np.zeros((c.n_layer, len(MATS), 4), np.int64)  # (L, 7, 4) weight table
         for il, layer in enumerate(model.layers):
             for j, name in enumerate(MATS):
                 wt[il, j] = self._table_row(getattr(layer, name), blob)
@@ -269,10 +268,10 @@ class ForwardPlan:
 
     @staticmethod
     def _table_row(w, blob: np.ndarray) -> np.ndarray:
-        """(OFF, CODE, ROWS, ROW_BYTES, ACT) of a weight matrix inside the model file."""
+        """(OFF, CODE, ROWS, ROW_BYTES) of a weight matrix inside the model file."""
         off = w.raw.ctypes.data - blob.ctypes.data
         assert 0 <= off and off + w.raw.nbytes <= blob.nbytes, "weight outside the model file"
-        return np.array([off, w.fmt.code, w.shape[0], w.raw.shape[1], ACT_FORMAT.get(w.fmt.code, -1)], np.int64)
+        return np.array([off, w.fmt.code, w.shape[0], w.raw.shape[1]], np.int64)
 
     def run(self, tokens: np.ndarray, positions: np.ndarray, seq: np.ndarray, tables: np.ndarray,
             slots: np.ndarray, logit_rows: np.ndarray, pool, n_split: int = 1) -> np.ndarray:

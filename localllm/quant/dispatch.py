@@ -106,25 +106,6 @@ def _matmul(x: np.ndarray, w: "QuantTensor", out: np.ndarray, act_cache: dict | 
         mm_generic(w.raw, code, x, out, _n_tiles(w.shape[0]))
 
 
-def linear_many(x: np.ndarray, ws) -> list[np.ndarray]:
-    """[x @ dequant(W).T for W in ws]: projections of one input (Q, K, V; gate, up).
-
-    The input is quantized once per activation format and shared by the weights.
-    x: float32 (M, K); each result float32 (M, N_w).
-    """
-    x2 = np.ascontiguousarray(x, dtype=np.float32)
-    m = x2.shape[0]
-    cache: dict = {}
-    outs = []
-    for w in ws:
-        if x2.shape[1] != w.shape[1]:
-            raise ValueError(f"x has {x2.shape[1]} features, weight {w!r} expects {w.shape[1]}")
-        out = np.empty((m, w.shape[0]), np.float32)  # (M, N_w)
-        _matmul(x2, w, out, cache)
-        outs.append(out)
-    return outs
-
-
 def linear(x: np.ndarray, w: QuantTensor, out: np.ndarray | None = None) -> np.ndarray:
     """out (M, N) = x (M, K) @ dequant(W).T, float32. A 1-D x gives a 1-D out."""
     vec = x.ndim == 1

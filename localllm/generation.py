@@ -15,7 +15,7 @@ import numpy as np
 
 from .models.forward_pass import key_splits
 from .errors import ContextOverflow
-from .sampling import Sampler, SamplingParams
+from .sampling import Sampler, SamplingParams, without_padding
 from .stopping import StopChecker
 
 PREFILL_CHUNK = 512
@@ -135,11 +135,8 @@ def iter_generate(session: Session, prompt_ids: Sequence[int], params: SamplingP
     stats.prefilled_tokens = len(prompt_ids) - stats.cached_tokens
     t_first = None
     finish = "length"
-    n_valid = tokenizer.vocab_size  # embeddings padded past the vocabulary are never sampled
     while stats.completion_tokens < params.max_tokens:
-        if logits.shape[-1] > n_valid:
-            logits = logits.copy()
-            logits[n_valid:] = -np.inf
+        logits = without_padding(logits, tokenizer.vocab_size)
         token = sampler.sample(logits, history)
         if t_first is None:
             t_first = time.perf_counter()

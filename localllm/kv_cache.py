@@ -20,18 +20,24 @@ from .errors import ContextOverflow
 from .memory import kv_allocation
 
 BLOCK_SIZE = 32  # token positions per block; a power of two (the kernels shift and mask)
+_ELEMENT = {"f16": np.uint16, "f32": np.float32}  # how a cache entry is stored
+
+
+def block_bytes(n_layer: int, n_kv: int, dk: int, dv: int, dtype: str = "f16", block_size: int = BLOCK_SIZE) -> int:
+    """Bytes of one KV block: keys and values of block_size positions in every layer."""
+    return n_layer * n_kv * block_size * (dk + dv) * np.dtype(_ELEMENT[dtype]).itemsize
 
 
 class KVPool:
     def __init__(self, n_layer: int, n_kv: int, n_blocks: int, dk: int, dv: int, dtype: str = "f16",
                  block_size: int = BLOCK_SIZE):
-        if dtype not in ("f16", "f32"):
+        if dtype not in _ELEMENT:
             raise ValueError(f"KV cache dtype must be 'f16' or 'f32', not {dtype!r}")
         if block_size < 1 or block_size & (block_size - 1):
             raise ValueError(f"block_size must be a power of two, not {block_size}")
-        store = np.uint16 if dtype == "f16" else np.float32
+        store = _ELEMENT[dtype]
         self.dtype, self.block_size, self.n_blocks = dtype, block_size, n_blocks
-        needed = n_layer * n_blocks * n_kv * block_size * (dk + dv) * np.dtype(store).itemsize
+        needed = n_blocks * block_bytes(n_layer, n_kv, dk, dv, dtype, block_size)
         with kv_allocation(needed, n_blocks * block_size):
             self.k = np.zeros((n_layer, n_blocks, n_kv, block_size, dk), dtype=store)  # (L, NB, G, bs, dk)
             self.v = np.zeros((n_layer, n_blocks, n_kv, block_size, dv), dtype=store)  # (L, NB, G, bs, dv)

@@ -144,6 +144,16 @@ class SamplingParams:
 # Each takes a 1-D logits row and returns a new float32 row; removed tokens are -inf.
 
 
+def without_padding(logits: np.ndarray, n_valid: int) -> np.ndarray:
+    """logits with the rows past the tokenizer's vocabulary banned: embeddings padded to a
+    round size are never sampled. A copy only when there is padding."""
+    if logits.shape[-1] <= n_valid:
+        return logits
+    logits = logits.copy()
+    logits[n_valid:] = -np.inf
+    return logits
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """float64 probabilities; -inf entries get exactly 0."""
     x = np.asarray(logits, dtype=np.float64)

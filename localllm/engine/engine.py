@@ -29,9 +29,9 @@ import numpy as np
 
 from ..errors import LocalLLMError, UsageError
 from ..generation import Stats, Step
-from ..kv_cache import BLOCK_SIZE, blocks_for
+from ..kv_cache import BLOCK_SIZE, block_bytes, blocks_for
 from ..memory import format_bytes
-from ..sampling import Sampler, SamplingParams
+from ..sampling import Sampler, SamplingParams, without_padding
 from ..stopping import StopChecker
 from .block_manager import BlockManager
 from .request import Request
@@ -76,7 +76,6 @@ class _Live:
     stopper: StopChecker
     events: queue.Queue
     logprobs: int | None
-    n_valid: int
     text_done: bool = False
     t_submit: float = field(default_factory=time.perf_counter)
     t_first: float | None = None
@@ -116,8 +115,7 @@ class Engine:
                  kv_cache_gb: float | None = None, kv_dtype: str = "f16",
                  max_num_batched_tokens: int = MAX_BATCHED_TOKENS):
         c = model.cfg
-        itemsize = 2 if kv_dtype == "f16" else 4
-        per_block = itemsize * c.n_layer * c.n_head_kv * BLOCK_SIZE * (c.head_dim + c.head_dim_v)
+        per_block = block_bytes(c.n_layer, c.n_head_kv, c.head_dim, c.head_dim_v, kv_dtype)
         if kv_cache_gb is not None:
             n_blocks = int(kv_cache_gb * (1 << 30) // per_block)
             if n_blocks < 1:
@@ -139,10 +137,6 @@ class Engine:
         self.preemptions = 0  # requests preempted (and later recomputed) so far
         self._thread = threading.Thread(target=self._loop, name="localllm-engine", daemon=True)
         self._thread.start()
-
-    @property
-    def pool_bytes(self) -> int:
-        return self.pool.nbytes
 
     # ---- any thread -----------------------------------------------------------
 
@@ -262,11 +256,8 @@ class Engine:
         tok = self.tokenizer
         req = Request(rid, ids, params.max_tokens, frozenset() if ignore_eos else tok.stop_ids, params)
         live = _Live(req, Sampler(params, self.model.cfg.vocab_size), tok.stream_decoder(),
-                     StopChecker(params.stop), events, logprobs, tok.vocab_size)
+                     StopChecker(params.stop), events, logprobs)
         self._live[rid] = live
-        if params.max_tokens == 0:  # nothing to generate: finish without touching the model
-            self._finish_live(live, "length", Stats(prompt_tokens=len(ids)))
-            return
         self.scheduler.add(req)
 
     def _step(self) -> None:
@@ -279,9 +270,7 @@ class Engine:
         sampled, logprobs = {}, {}
         for rid, logits in rows.items():
             live = self._live[rid]
-            if logits.shape[-1] > live.n_valid:  # embeddings padded past the vocabulary are never sampled
-                logits = logits.copy()
-                logits[live.n_valid:] = -np.inf
+            logits = without_padding(logits, self.tokenizer.vocab_size)
             sampled[rid] = live.sampler.sample(logits, live.request.all_ids)
             if live.logprobs is not None:
                 logprobs[rid] = self._logprob(logits, sampled[rid], live.logprobs)

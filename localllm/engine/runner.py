@@ -14,6 +14,7 @@ from ..kv_cache import KVPool
 from ..models.forward_pass import key_splits
 from .scheduler import SchedulerStep
 
+
 class ModelRunner:
     """The model and the KV pool the block manager's block ids point into."""
 

@@ -154,53 +154,9 @@ def kq_scalar_init():
     return np.float32(0.0), np.float32(0.0), np.float32(0.0), np.float32(0.0)
 
 
-@njit(inline="always", cache=True)
-def _q4_k_lanes(row, o, c, x, g):
-    """Integer lanes of groups 2c (low nibbles) and 2c+1 (high nibbles) of a super-block,
-    each 4-element sum times its 6-bit scale; and the groups' integer min term."""
-    q = load32(row, o + 16 + 32 * c)
-    sc0, mn0 = scale_min_k4(row, o + 4, 2 * c)
-    sc1, mn1 = scale_min_k4(row, o + 4, 2 * c + 1)
-    lanes = iadd(dot_us_scaled(v_and(q, 0xF), load32(x, 32 * g), sc0),
-                 dot_us_scaled(v_shr(q, 4), load32(x, 32 * g + 32), sc1))
-    return lanes, np.int32(mn0), np.int32(mn1)
-
-
-@njit(inline="always", cache=True)
-def _q4_k(acc, accm, row, sb, x, s, gs):
-    o = sb * 144
-    dx = s[8 * sb]
-    dd, dm = _half(row, o) * dx, _half(row, o + 2) * dx
-    g = 8 * sb
-    l0, a0, b0 = _q4_k_lanes(row, o, 0, x, g)
-    l1, a1, b1 = _q4_k_lanes(row, o, 1, x, g + 2)
-    l2, a2, b2 = _q4_k_lanes(row, o, 2, x, g + 4)
-    l3, a3, b3 = _q4_k_lanes(row, o, 3, x, g + 6)
-    s0, s1, s2, s3 = ihsum4(l0, l1, l2, l3)
-    acc = fma32(np.float32(s0), dd, acc)
-    accm = fma32(np.float32(a0 * gs[g] + b0 * gs[g + 1]), dm, accm)
-    acc = fma32(np.float32(s1), dd, acc)
-    accm = fma32(np.float32(a1 * gs[g + 2] + b1 * gs[g + 3]), dm, accm)
-    acc = fma32(np.float32(s2), dd, acc)
-    accm = fma32(np.float32(a2 * gs[g + 4] + b2 * gs[g + 5]), dm, accm)
-    acc = fma32(np.float32(s3), dd, acc)
-    accm = fma32(np.float32(a3 * gs[g + 6] + b3 * gs[g + 7]), dm, accm)
-    return acc, accm
-
-
-# Inlined once, for the tile's remainder rows (decode's single row among them); groups of
-# four activation rows go through the call below instead. Five inlined copies of this step
-# (four rows and the remainder) took LLVM 92 s to compile.
-@njit(inline="always", cache=True)
-def q4_k_step(st, ra, rb, sb, x, s, sm, gs):
-    a0, m0 = _q4_k(st[0], st[1], ra, sb, x, s, gs)
-    a1, m1 = _q4_k(st[2], st[3], rb, sb, x, s, gs)
-    return a0, m0, a1, m1
-
-
-# Four activation rows at once (the tile's inner group): each weight row's scales, mins
-# and nibbles are decoded once for the four, which the one-row step above repeats per
-# row. Every element's integers and float steps are _q4_k's, in its order.
+# A super-block is decoded (_q4_k_weights) then met by each activation row (_q4_k_pass).
+# The one-row step decodes per row; the four-row step below decodes once for its four
+# rows. Both run _q4_k_pass, so every element's integers and float steps are the same.
 
 
 @njit(inline="always", cache=True)
@@ -217,7 +173,8 @@ def _q4_k_weights(row, o):
 
 @njit(inline="always", cache=True)
 def _q4_k_pass(acc, accm, d, dmin, sm, nib, sb, x, s, gs):
-    """_q4_k for one activation row, from decoded weights (same integers, same float order)."""
+    """One activation row against a decoded super-block: integer lanes per 64 elements, then
+    their float steps in order."""
     dx = s[8 * sb]
     dd, dm = d * dx, dmin * dx
     g = 8 * sb
@@ -239,6 +196,24 @@ def _q4_k_pass(acc, accm, d, dmin, sm, nib, sb, x, s, gs):
     acc = fma32(np.float32(s3), dd, acc)
     accm = fma32(np.float32(np.int32(sm[6][1]) * gs[g + 6] + np.int32(sm[7][1]) * gs[g + 7]), dm, accm)
     return acc, accm
+
+
+@njit(inline="always", cache=True)
+def _q4_k(acc, accm, row, sb, x, s, gs):
+    """One weight row's super-block sb against one activation row."""
+    o = sb * 144
+    sm, nib = _q4_k_weights(row, o)
+    return _q4_k_pass(acc, accm, _half(row, o), _half(row, o + 2), sm, nib, sb, x, s, gs)
+
+
+# Inlined once, for the tile's remainder rows (decode's single row among them); groups of
+# four activation rows go through the call below instead. Five inlined copies of this step
+# (four rows and the remainder) took LLVM 92 s to compile.
+@njit(inline="always", cache=True)
+def q4_k_step(st, ra, rb, sb, x, s, sm, gs):
+    a0, m0 = _q4_k(st[0], st[1], ra, sb, x, s, gs)
+    a1, m1 = _q4_k(st[2], st[3], rb, sb, x, s, gs)
+    return a0, m0, a1, m1
 
 
 @njit(inline="always", cache=True)

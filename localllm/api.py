@@ -102,7 +102,8 @@ class LLM:
         ids = arguments.check_ids(ids, self.model.cfg.vocab_size)
         return self.tokenizer.decode(list(ids))
 
-    def _prompt_ids(self, prompt: Prompt, special: bool = False) -> list[int]:
+    def prompt_ids(self, prompt: Prompt, special: bool = False) -> list[int]:
+        """A completion prompt's ids: text is encoded (with BOS when the model wants it), ids are checked."""
         if isinstance(prompt, str):
             return self.tokenizer.encode(prompt, add_bos=self.tokenizer.add_bos, special=special)
         ids = [int(t) for t in prompt]
@@ -119,7 +120,7 @@ class LLM:
         n_batch (llama.cpp's -b) is how many tokens go through the model at once; the
         rows are bit-identical for every n_batch."""
         ids = arguments.check_prompt(ids, self.model.cfg.vocab_size, self.tokenizer.add_bos)
-        ids = self._prompt_ids(ids)
+        ids = self.prompt_ids(ids)
         if len(ids) > self.n_ctx:
             raise ContextOverflow(f"{len(ids)} tokens do not fit in n_ctx {self.n_ctx}")
         if isinstance(n_batch, bool) or not isinstance(n_batch, int) or n_batch < 1:
@@ -162,8 +163,8 @@ class LLM:
         params = self._params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop, **extra)
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
-            return self._complete_many([self._prompt_ids(p) for p in prompt], params, logprobs)
-        return self._complete_many([self._prompt_ids(prompt)], params, logprobs)[0]
+            return self._complete_many([self.prompt_ids(p) for p in prompt], params, logprobs)
+        return self._complete_many([self.prompt_ids(prompt)], params, logprobs)[0]
 
     def _complete_many(self, prompts: list[list[int]], params: SamplingParams,
                        logprobs: int | None = None) -> list[Completion]:
@@ -185,7 +186,7 @@ class LLM:
         prompt = arguments.check_prompt(prompt, self.model.cfg.vocab_size, self.tokenizer.add_bos)
         params = self._params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop, **extra)
-        ids = self._prompt_ids(prompt)
+        ids = self.prompt_ids(prompt)
         self._check_fits(ids)
         handle = self.engine.submit(ids, params)
         done = False

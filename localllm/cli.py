@@ -350,6 +350,43 @@ def _bench_sweep(model, lengths_text, threads, out_dir):
     click.echo(str(png) if png else "matplotlib is not installed: no plot (pip install matplotlib)")
 
 
+@cli.command()
+@click.argument("model", required=False, metavar="[MODEL]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free one).")
+@click.option("--parallel", "-np", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Sequences decoded together; more requests wait in the queue.")
+@click.option("--api-key", envvar="LOCALLLM_API_KEY", default=None,
+              help="Require 'Authorization: Bearer KEY' on /v1 and the token routes (or $LOCALLLM_API_KEY).")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests held at once (running + waiting) before new ones get 429.")
+@click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=16), default=4096, show_default=True,
+              help="Context window per request in tokens; the KV pool holds --parallel of them.")
+@click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
+              help="Threads (default: $LOCALLLM_THREADS or all cores).")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=10, show_default=True,
+              help="Seconds running requests get to finish after SIGTERM before they are cancelled.")
+@click.option("--draft", metavar="MODEL", default=None, help="Draft model for speculative decoding.")
+def serve(model, host, port, parallel, api_key, max_queue, n_ctx, threads, shutdown_timeout, draft):
+    """Serve MODEL (default: smollm2-135m) over an OpenAI-compatible HTTP API.
+
+    Endpoints: /v1/models, /v1/completions, /v1/chat/completions (stream: true
+    gives Server-Sent Events), /health, /metrics, /tokenize, /detokenize."""
+    from pathlib import Path
+
+    from .errors import UsageError
+    from .server import serve as run_server
+
+    if draft is not None:
+        raise UsageError("--draft: speculative decoding is not implemented yet")
+    if api_key is not None and not api_key.strip():
+        raise UsageError("--api-key is empty")
+    path = resolve_model(model)
+    name = hub.DEFAULT_MODEL if model is None else (Path(model).stem if model.endswith(".gguf") else model)
+    run_server(path, name, host=host, port=port, parallel=parallel, api_key=api_key, n_ctx=n_ctx, threads=threads,
+               max_queue=max_queue, shutdown_timeout=shutdown_timeout)
+
+
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_models(as_json):

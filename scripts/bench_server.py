@@ -235,7 +235,8 @@ def format_table(args, results, levels) -> str:
                       f"{1e3 * m['ttft_p50']:.0f} / {1e3 * m['ttft_p99']:.0f}",
                       f"{1e3 * m['tpot_p50']:.1f} / {1e3 * m['tpot_p99']:.1f}"]
         if len(names) == 2:
-            cells.append(f"{med['localllm'][c]['output_tokens_per_s'] / med['llama-server'][c]['output_tokens_per_s']:.2f}x")
+            ours, theirs = med["localllm"][c], med["llama-server"][c]
+            cells.append(f"{ours['output_tokens_per_s'] / theirs['output_tokens_per_s']:.2f}x")
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += ["", f"Reproduce: `python scripts/bench_server.py {args.model} --threads {args.threads} "
                   f"--concurrency {args.concurrency} --max-tokens {args.max_tokens} --rounds {args.rounds}"

@@ -7,7 +7,6 @@ and stop it themselves (SIGTERM, which must exit cleanly).
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -252,7 +251,10 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("name, body, status, words", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_bad_input_gets_openai_error(server, name, body, status, words):
-    kw = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    if isinstance(body, bytes):
+        kw = {"content": body, "headers": {"content-type": "application/json"}}
+    else:
+        kw = {"json": body}
     r = httpx.post(server.url + "/v1/chat/completions", timeout=30, **kw)
     assert r.status_code == status
     err = r.json()["error"]

@@ -66,6 +66,17 @@ class Event:
     time: float = field(default_factory=time.perf_counter)  # when the engine emitted it
 
 
+@dataclass(frozen=True)
+class EngineLoad:
+    """A snapshot of the engine's occupancy, replaced after every step (safe to read anywhere)."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_blocks_used: int = 0  # blocks held by live sequences (cached-but-free ones do not count)
+    kv_blocks_total: int = 0
+    preemptions: int = 0
+
+
 @dataclass
 class _Live:
     """The engine thread's state for one request beyond what the scheduler keeps."""
@@ -74,7 +85,7 @@ class _Live:
     sampler: Sampler
     detok: object
     stopper: StopChecker
-    events: queue.Queue
+    events: "queue.Queue | EventSink"
     logprobs: int | None
     text_done: bool = False
     t_submit: float = field(default_factory=time.perf_counter)
@@ -85,6 +96,14 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float64)
     m = np.max(x)
     return x - (m + math.log(np.sum(np.exp(x - m))))
+
+
+class EventSink:
+    """Where a request's events go instead of a queue: `put(event)` is called on the engine
+    thread, so it must be quick and must not raise (an asyncio bridge, for example)."""
+
+    def put(self, event: Event) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
 
 
 class RequestHandle:
@@ -123,6 +142,7 @@ class Engine:
         else:  # room for max_num_seqs full contexts
             n_blocks = blocks_for(n_ctx) * max_num_seqs
         self.model, self.tokenizer, self.threads = model, tokenizer, threads
+        self.kv_pool_bytes = n_blocks * per_block  # reported by the server and the CLI
         self.pool = model.new_pool(n_blocks, kv_dtype)  # refused up front when the machine lacks it
         self.block_manager = BlockManager(n_blocks, BLOCK_SIZE)
         self.scheduler = Scheduler(self.block_manager, max_num_seqs, max(max_num_batched_tokens, max_num_seqs),
@@ -135,19 +155,21 @@ class Engine:
         self._closed = False
         self._failure: str | None = None  # why the engine thread stopped, if it did
         self.preemptions = 0  # requests preempted (and later recomputed) so far
+        self.load = EngineLoad(kv_blocks_total=n_blocks)
         self._thread = threading.Thread(target=self._loop, name="localllm-engine", daemon=True)
         self._thread.start()
 
     # ---- any thread -----------------------------------------------------------
 
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams, logprobs: int | None = None,
-               ignore_eos: bool = False) -> RequestHandle:
-        """Queue a generation; its events arrive on the returned handle. ignore_eos: end tokens
-        do not stop it (benchmarks run every sequence to max_tokens)."""
+               ignore_eos: bool = False, sink: EventSink | None = None) -> RequestHandle:
+        """Queue a generation; its events arrive on the returned handle, or on sink when given
+        (then the handle only cancels). ignore_eos: end tokens do not stop it (benchmarks run
+        every sequence to max_tokens)."""
         if self._closed:
             raise RequestFailed(self._failure or "the engine is closed")
         rid = f"req-{next(self._ids)}"
-        events: queue.Queue = queue.Queue()
+        events = sink if sink is not None else queue.Queue()
         self._inbox.put(("add", rid, list(prompt_ids), params, logprobs, ignore_eos, events))
         self._wake.set()
         return RequestHandle(self, rid, events)
@@ -215,6 +237,7 @@ class Engine:
         while True:
             if not self._drain_inbox():
                 return
+            self._publish_load()
             if not self.scheduler.has_unfinished():
                 self._report_finished(self.scheduler.take_finished())
                 self._wake.wait()
@@ -227,6 +250,11 @@ class Engine:
                 for rid in list(self._live):
                     self.scheduler.finish(rid, "error", msg)
                 self._report_finished(self.scheduler.take_finished())
+
+    def _publish_load(self) -> None:
+        bm = self.block_manager
+        self.load = EngineLoad(self.scheduler.num_running, self.scheduler.num_waiting,
+                               bm.num_blocks - bm.num_free_blocks, bm.num_blocks, self.preemptions)
 
     def _drain_inbox(self) -> bool:
         while True:

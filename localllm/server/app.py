@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from .bridge import Admission, GenerationStream
 from .errors import APIError, bad_request, error_body, install_handlers
 from .formats import ResponseFormat
 from .metrics import ServerMetrics
-from .schemas import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest, _Sampling
+from .schemas import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest, SamplingFields
 
 MAX_BODY_BYTES = 4 << 20  # a request body past this gets 413
 MAX_QUEUE = 64  # requests the server holds at once (running + waiting) before answering 429
@@ -219,7 +218,7 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
 
     # ---- generation --------------------------------------------------------
 
-    def sampling(body: _Sampling, llm, prompt_len: int, default_max: int, extra_stops: tuple[str, ...]):
+    def sampling(body: SamplingFields, llm, prompt_len: int, default_max: int, extra_stops: tuple[str, ...]):
         if body.model is not None and body.model != config.model_name:
             raise APIError(404, f"model {body.model[:80]!r} is not served here; this server has "
                                 f"{config.model_name!r}", type="not_found_error", code="model_not_found",
@@ -250,8 +249,8 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
         except LocalLLMError as e:
             raise bad_request(str(e)) from None
 
-    async def generate(request: Request, body: _Sampling, chat: bool, prompt_ids: list[int], params: SamplingParams,
-                       n_top: int | None, llm):
+    async def generate(request: Request, body: SamplingFields, chat: bool, prompt_ids: list[int],
+                       params: SamplingParams, n_top: int | None, llm):
         endpoint = "chat" if chat else "completions"
         fmt = ResponseFormat(chat, config.model_name, llm.tokenizer, n_top or 0)
         state.admission.acquire()
@@ -327,13 +326,10 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
         llm = state.ready_llm()
         if body.echo or body.suffix is not None or (body.best_of or 1) != 1:
             raise bad_request("echo, suffix and best_of are not supported")
-        if isinstance(body.prompt, str):
+        try:
             ids = llm.prompt_ids(body.prompt)
-        else:
-            try:
-                ids = llm.prompt_ids(body.prompt)
-            except LocalLLMError as e:
-                raise bad_request(str(e), param="prompt") from None
+        except LocalLLMError as e:  # a token id outside the vocabulary
+            raise bad_request(str(e), param="prompt") from None
         if not ids:
             raise bad_request("the prompt is empty", param="prompt")
         params = sampling(body, llm, len(ids), COMPLETION_MAX_TOKENS, ())

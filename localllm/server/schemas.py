@@ -26,7 +26,7 @@ class StreamOptions(_Body):
     include_usage: StrictBool = False
 
 
-class _Sampling(_Body):
+class SamplingFields(_Body):
     """What completions and chat share."""
 
     model: StrictStr | None = None
@@ -48,7 +48,7 @@ class _Sampling(_Body):
     ignore_eos: StrictBool = False  # extension (as in vLLM and llama-server): end tokens do not stop it
 
 
-class CompletionRequest(_Sampling):
+class CompletionRequest(SamplingFields):
     prompt: StrictStr | TokenIds
     logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     echo: StrictBool = False
@@ -70,7 +70,7 @@ class ChatMessage(_Body):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
-class ChatCompletionRequest(_Sampling):
+class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: StrictInt | None = None
     logprobs: StrictBool = False

@@ -69,6 +69,10 @@ class Tokenizer:
     def token_text(self, token_id: int) -> str:
         return self._vocab.tokens[token_id]
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token adds to decoded text (a piece of a UTF-8 character, maybe)."""
+        return self._detok.piece(token_id)
+
     def is_control(self, token_id: int) -> bool:
         return self._vocab.is_control(token_id)
 

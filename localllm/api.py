@@ -189,20 +189,27 @@ class LLM:
         ids = self.prompt_ids(prompt)
         self._check_fits(ids)
         handle = self.engine.submit(ids, params)
+        events = handle.events()
         done = False
+
+        def record(ev) -> None:
+            if ev.stats is not None and stats is not None:
+                stats.__dict__.update(ev.stats.__dict__)
+
         try:
-            for ev in handle.events():
+            for ev in events:
                 if ev.error is not None:
-                    raise RequestFailed(ev.error)
-                if ev.stats is not None:
                     done = True
-                    if stats is not None:
-                        stats.__dict__.update(ev.stats.__dict__)
+                    raise RequestFailed(ev.error)
+                done = ev.stats is not None
+                record(ev)
                 if ev.step.text:
                     yield ev.step.text
         finally:
-            if not done:
+            if not done:  # stopped early: cancel, and the engine's final event still gives the stats
                 handle.cancel()
+                for ev in events:
+                    record(ev)
 
     # ---- chat -----------------------------------------------------------------
 

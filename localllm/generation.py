@@ -1,22 +1,16 @@
-"""One sequence's generation loop: chunked prefill, decode, sampling, stop handling, timing.
-
-`Session` owns a model and one KV cache and keeps it across calls, so a chat's
-second turn only prefills the tokens the cache does not already hold.
-`iter_generate` is a generator: callers iterate over `Step`s and may stop early.
+"""What a generation reports (Stats, Completion, Step), and `Session`: one sequence's KV cache
+fed in chunks, for scoring (logits, perplexity) and benchmarks. Generation itself runs in
+the engine (`engine/`), for every caller.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .models.forward_pass import key_splits
-from .errors import ContextOverflow
-from .sampling import Sampler, SamplingParams, without_padding
-from .stopping import StopChecker
 
 PREFILL_CHUNK = 512
 
@@ -107,60 +101,3 @@ class Session:
     def step(self, token: int) -> np.ndarray:
         """Logits (vocab,) after appending one token: the decode loop's short path."""
         return self.model.decode_one(int(token), self.cache, self._split(1))
-
-    def prefill(self, prompt_ids: Sequence[int]) -> tuple[np.ndarray, int]:
-        """Bring the cache to exactly prompt_ids; return the last row's logits and how many were reused."""
-        if len(prompt_ids) == 0:
-            raise ValueError("the prompt is empty")
-        if len(prompt_ids) > self.n_ctx:
-            raise ContextOverflow(f"prompt of {len(prompt_ids)} tokens does not fit in n_ctx {self.n_ctx}")
-        keep = min(self.cache.common_prefix(prompt_ids), len(prompt_ids) - 1)  # re-feed >= 1 token for logits
-        self.cache.truncate(keep)
-        return self.feed(list(prompt_ids[keep:]))[-1], keep
-
-
-def iter_generate(session: Session, prompt_ids: Sequence[int], params: SamplingParams, tokenizer,
-                  stats: Stats | None = None) -> Iterator[Step]:
-    """Prefill, then sample until EOS/EOT, a stop string, max_tokens or a full context."""
-    stats = stats if stats is not None else Stats()
-    stats.prompt_tokens = len(prompt_ids)
-    sampler = Sampler(params, session.model.cfg.vocab_size)
-    detok = tokenizer.stream_decoder()
-    stopper = StopChecker(params.stop)
-    stop_ids = tokenizer.stop_ids
-    history = list(prompt_ids)
-
-    t0 = time.perf_counter()
-    logits, stats.cached_tokens = session.prefill(prompt_ids)
-    stats.prefilled_tokens = len(prompt_ids) - stats.cached_tokens
-    t_first = None
-    finish = "length"
-    while stats.completion_tokens < params.max_tokens:
-        logits = without_padding(logits, tokenizer.vocab_size)
-        token = sampler.sample(logits, history)
-        if t_first is None:
-            t_first = time.perf_counter()
-            stats.prefill_s = stats.time_to_first_token_s = t_first - t0
-        if token in stop_ids:
-            finish = "stop"
-            break
-        stats.completion_tokens += 1
-        history.append(token)
-        text, stopped = stopper.push(detok.add(token))
-        if stopped:
-            yield Step(token, text, "stop")
-            stats.decode_s = time.perf_counter() - t_first
-            return
-        if session.cache.n_tokens >= session.n_ctx:
-            yield Step(token, text)
-            break  # the context is full: no room for this token's key/value
-        yield Step(token, text)
-        if stats.completion_tokens >= params.max_tokens:
-            break
-        logits = session.step(token)
-        stats.decode_steps += 1
-    if t_first is not None:
-        stats.decode_s = time.perf_counter() - t_first
-    tail, stopped = stopper.push(detok.flush())
-    tail += "" if stopped else stopper.flush()
-    yield Step(None, tail, "stop" if stopped else finish)

@@ -1,28 +1,30 @@
 """The interactive `localllm chat` loop.
 
-The conversation is re-rendered with the model's chat template every turn, but
-the session's KV cache keeps every token it has seen, so only the new turn's
-tokens are prefilled. When the context fills up, the oldest turns are dropped
-(and the user is told), never a crash.
+The conversation is re-rendered with the model's chat template every turn and
+answered through the engine, like every other request; its prefix cache still
+holds the earlier turns' KV blocks, so only the tokens after the last shared
+full block are prefilled. When the context fills up, the oldest turns are
+dropped (and the user is told), never a crash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from .errors import ContextOverflow, LocalLLMError
-from .generation import Stats, iter_generate
+from .generation import Stats
 from .sampling import SamplingParams
 from .text_input import replace_undecodable_input, utf8_safe
 
 HELP = """commands:
   /help                      this text
   /bye                       leave (Ctrl-D too)
-  /clear                     forget the conversation and its cache
+  /clear                     forget the conversation
   /system TEXT               set the system prompt (clears the conversation)
   /set NAME VALUE            NAME is temperature, top_k, top_p, min_p, seed or max_tokens
   /stats                     timings of the last answer
@@ -110,11 +112,12 @@ class ChatLoop:
         params = replace(self.params, max_tokens=max(1, min(self.params.max_tokens, room)),
                          stop=tuple(self.params.stop) + self.llm.chat_stops)
         pieces = []
-        try:
-            for step in iter_generate(self.llm.session, ids, params, self.llm.tokenizer, stats):
-                if step.text:
-                    pieces.append(step.text)
-                    self.out.write(step.text)
+        sampling = {f.name: getattr(params, f.name) for f in fields(params)}
+        try:  # closing: an interrupted answer is cancelled in the engine at once
+            with contextlib.closing(self.llm.stream(ids, stats=stats, **sampling)) as stream:
+                for text in stream:
+                    pieces.append(text)
+                    self.out.write(text)
                     self.out.flush()
         except KeyboardInterrupt:
             self.say("\n[stopped]")
@@ -149,7 +152,6 @@ class ChatLoop:
             self.say(HELP)
         elif name == "clear":
             self.messages = []
-            self.llm.session.cache.clear()
             self.say("[conversation cleared]")
         elif name == "system":
             self.system = arg or None

@@ -2,10 +2,10 @@
 """How much of a decode token is Python, and how much is compiled kernels.
 
 The compiled forward pass (embedding, every layer, LM head: one call per token)
-is wrapped in a timer. Everything else in the token's wall time (sampling,
-detokenizing, stop checks, argument checks, building the batch arrays) is the
-Python overhead; the timer's own cost lands there too. This times one Session's
-decode loop, the path `logits` and the chat REPL use.
+is wrapped in a timer. Everything else in the token's wall time (scheduling,
+sampling, detokenizing, stop checks, building the batch arrays, handing the
+event over) is the Python overhead; the timer's own cost lands there too. This
+times one request's decode through the engine, the path every generation takes.
 
     python scripts/profile_decode.py smollm2-135m -n 256 -t 2
 """
@@ -16,17 +16,16 @@ import argparse
 import time
 
 from localllm import LLM
-from localllm.generation import Stats, iter_generate
 from localllm.sampling import SamplingParams
 
 
-def _timed(fn, box):
+def _timed(fn, calls: list[tuple[float, float]]):
     def wrapper(*args):
         t = time.perf_counter()
         try:
             return fn(*args)
         finally:
-            box[0] += time.perf_counter() - t
+            calls.append((t, time.perf_counter()))
     return wrapper
 
 
@@ -43,23 +42,19 @@ def main() -> None:
     params = SamplingParams(max_tokens=args.n, temperature=args.temp, seed=1,
                             logit_bias={t: float("-inf") for t in llm.tokenizer.stop_ids})
     ids = llm.tokenize("Once upon a time", add_bos=llm.tokenizer.add_bos)
-    for _ in iter_generate(llm.session, ids, params, llm.tokenizer):  # compile / load every path once
-        pass
+    list(llm.engine.submit(ids, params).events())  # compile / load every path once, on the engine thread
 
-    box = [0.0]  # seconds inside compiled code
+    calls: list[tuple[float, float]] = []  # (start, end) of each compiled forward pass
     plan = llm.model.plan
-    plan.run = _timed(plan.run, box)  # the instance attribute shadows the method
-
-    stats = Stats()
-    t0 = None
-    for step in iter_generate(llm.session, ids, params, llm.tokenizer, stats):
-        if t0 is None:  # the first token came out of prefill: time decode from here
-            t0, box[0] = time.perf_counter(), 0.0
-        last = time.perf_counter()
-    steps = stats.decode_steps
+    plan.run = _timed(plan.run, calls)  # the instance attribute shadows the method
+    token_times = [ev.time for ev in llm.engine.submit(ids, params).events() if ev.step.token_id is not None]
+    t0, last = token_times[0], token_times[-1]  # the first token came out of prefill: time decode from there
+    steps = len(token_times) - 1
+    kernels = sum(end - start for start, end in calls if start >= t0)
+    llm.close()
     wall = last - t0
     per_tok = wall / steps
-    python = (wall - box[0]) / steps
+    python = (wall - kernels) / steps
     print(f"model {args.model}, {args.threads} threads, {steps} decode steps, temperature {args.temp}")
     print(f"decode: {1e3 * per_tok:.3f} ms per token ({1 / per_tok:.1f} tok/s)")
     print(f"  compiled kernels: {1e3 * (per_tok - python):.3f} ms")

@@ -25,6 +25,7 @@ import pytest
 import localllm._numba_setup  # noqa: F401  (sets NUMBA_CACHE_DIR in this process the way the CLI would)
 from localllm import LLM, hub
 from localllm.errors import ContextOverflow
+from localllm.kv_cache import BLOCK_SIZE
 from localllm.repl import ChatLoop
 from localllm.sampling import SamplingParams
 
@@ -135,9 +136,10 @@ def test_conversation_commands_and_prefix_cache(start_chat, chat_home, llm, tmp_
     out2 = c.say(q2)
     s2 = c.stats(out2)
     assert c.answer_text(out2)
-    # the second turn reuses the first one's tokens from the KV cache instead of prefilling them again
-    assert s2["cached"] >= len(turn1_ids), (s1, s2)
-    assert s2["prefilled"] < s2["prompt"] - len(turn1_ids)
+    # the second turn reuses the first one's full KV blocks from the engine's prefix cache
+    # instead of prefilling them again
+    assert s2["cached"] >= len(turn1_ids) // BLOCK_SIZE * BLOCK_SIZE > 0, (s1, s2)
+    assert s2["cached"] % BLOCK_SIZE == 0 and s2["prefilled"] == s2["prompt"] - s2["cached"]
 
     # /save writes the conversation as JSON, exactly as the chat holds it
     saved = tmp_path / "conv.json"
@@ -186,7 +188,8 @@ def test_conversation_commands_and_prefix_cache(start_chat, chat_home, llm, tmp_
     out4 = c.say(q1)
     s4 = c.stats(out4)
     assert s4["prompt"] == len(turn1_ids)
-    assert s4["cached"] == 0  # /clear emptied the KV cache too
+    # the prefix cache is keyed by content, so the first turn's blocks may serve again; that
+    # cannot change the answer, as the next assertion shows
     # greedy and deterministic: the same first turn gives the same answer, cut at the new max_tokens
     a4 = c.answer_text(out4)
     assert a1.startswith(a4) and s4["completion"] == min(8, s1["completion"])
@@ -290,7 +293,6 @@ def test_context_full_drops_oldest_turns(small_llm):
         loop.answer(q)  # never raises
         s = loop.last_stats
         assert s.prompt_tokens + min(16, small_llm.n_ctx // 4) <= small_llm.n_ctx
-        assert small_llm.session.cache.n_tokens <= small_llm.n_ctx
         assert loop.messages[-2]["content"] == q and loop.messages[-1]["role"] == "assistant"
     err = loop.err.getvalue()
     assert re.search(r"\[context full: dropped the \d+ oldest turn\(s\)\]", err), err
@@ -336,9 +338,12 @@ def test_interrupted_answer_then_cached_turn_matches_cold_run(llm):
     loop.params = SamplingParams(temperature=0, max_tokens=12)
     warm = loop.answer("Now a shorter one.")
     assert loop.last_stats.cached_tokens > 0
-    # the KV cache left behind by the interrupted turn gives the same answer as a cold start
-    llm.session.cache.clear()
-    cold = llm.chat(loop.messages[:-1], max_tokens=12, temperature=0)
+    # the KV blocks left behind by the interrupted turn give the same answer as a cold start
+    fresh = LLM(llm.path, n_ctx=llm.n_ctx)
+    try:
+        cold = fresh.chat(loop.messages[:-1], max_tokens=12, temperature=0)
+    finally:
+        fresh.close()
     assert cold.stats.cached_tokens == 0
     assert warm == cold.text
 

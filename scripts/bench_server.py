@@ -80,6 +80,12 @@ def one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int) ->
     return Sample(first - t0, (last - first) / (tokens - 1) if tokens > 1 else None, tokens)
 
 
+def random_prompts(n: int, words: int, seed: int) -> list[str]:
+    """Prompts no server has seen, so neither side's prefix cache can skip any prefill."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(words)) for _ in range(n)]
+
+
 def run_level(url: str, concurrency: int, n_requests: int, duration: float, rate: float, prompts: list[str],
               max_tokens: int, seed: int) -> dict:
     rng = random.Random(seed)
@@ -96,7 +102,10 @@ def run_level(url: str, concurrency: int, n_requests: int, duration: float, rate
         finally:
             gate.release()
 
-    with httpx.Client(limits=httpx.Limits(max_connections=concurrency + 4)) as client, \
+    # a fresh connection per request: llama-server closes idle keep-alive connections, and a reused
+    # dead one would fail the request; both servers pay the same (sub-millisecond) loopback connect
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
+    with httpx.Client(limits=limits) as client, \
             ThreadPoolExecutor(concurrency) as pool:
         futures = []
         next_t = t_start
@@ -161,7 +170,7 @@ def localllm_server(model: str, threads: int, parallel: int, n_ctx: int) -> Serv
 def llama_server(binary: str, path: str, threads: int, parallel: int, n_ctx: int, port: int) -> Server:
     # -c is the whole KV cache, split over the -np slots (random prompts leave its prompt cache nothing to reuse)
     cmd = [binary, "-m", path, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-tb", str(threads),
-           "-np", str(parallel), "-c", str(n_ctx * parallel), "--cont-batching"]
+           "-np", str(parallel), "-c", str(n_ctx * parallel), "--cont-batching", "--threads-http", str(2 * parallel + 4)]
     return Server(cmd, None, port)
 
 
@@ -186,8 +195,6 @@ def main(argv=None) -> int:
     path = str(hub.resolve(args.model, quiet=True))
     levels = [int(c) for c in args.concurrency.split(",")]
     parallel, n_ctx = max(levels), 1024
-    rng = random.Random(0)
-    prompts = [" ".join(rng.choice(WORDS) for _ in range(args.prompt_words)) for _ in range(4 * max(levels) + 8)]
     sides = {"localllm": lambda: localllm_server(path, args.threads, parallel, n_ctx)}
     if args.llama_server:
         sides["llama-server"] = lambda: llama_server(args.llama_server, path, args.threads, parallel, n_ctx, 8799)
@@ -196,9 +203,10 @@ def main(argv=None) -> int:
         for name, start in (reversed(list(sides.items())) if r % 2 else sides.items()):
             srv = start()
             try:
-                one_request(httpx.Client(), srv.url, prompts[0], 4)  # warm up
-                for c in levels:
+                one_request(httpx.Client(), srv.url, random_prompts(1, args.prompt_words, -1)[0], 4)  # warm up
+                for j, c in enumerate(levels):
                     n = args.requests or max(8, 4 * c)
+                    prompts = random_prompts(n, args.prompt_words, seed=1000 * r + j)  # the same for both servers
                     res = run_level(srv.url, c, n, args.duration, args.rate, prompts, args.max_tokens, seed=r)
                     results[name][c].append(res)
                     print(f"round {r + 1} {name} C={c}: {res}", file=sys.stderr, flush=True)

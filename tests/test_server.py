@@ -264,6 +264,16 @@ def test_bad_input_gets_openai_error(server, name, body, status, words):
     assert httpx.get(server.url + "/health").status_code == 200
 
 
+def test_body_too_large_without_a_declared_length(server):
+    def chunks():  # chunked transfer: the limit is enforced while the body arrives
+        for _ in range(6):
+            yield b"x" * (1 << 20)
+
+    r = httpx.post(server.url + "/v1/chat/completions", content=chunks(), timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
 def test_tokenize_round_trip(server):
     case = max(REFERENCE["tokenize"], key=lambda c: len(c["ids"]))  # llama.cpp's ids for its longest text
     ids = httpx.post(server.url + "/tokenize", json={"content": case["text"]}).json()["tokens"]

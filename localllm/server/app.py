@@ -59,7 +59,10 @@ class ServerState:
 
 
 class BodyLimit:
-    """ASGI middleware: a body over `limit` bytes gets 413 before the app reads it whole."""
+    """ASGI middleware: a body over `limit` bytes gets 413 before the app reads it.
+
+    A declared Content-Length is checked up front (the HTTP parser holds the client to it);
+    a chunked body is read here, up to the limit, and handed on whole."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -68,23 +71,26 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers", ())).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                return await self._refuse(send)
+            return await self.app(scope, receive, send)
+        messages, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":  # the client left
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body"):
+                break
 
-        try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            await self._refuse(send)
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send):
         body = json.dumps(error_body(f"the request body is larger than {self.limit} bytes",
@@ -92,10 +98,6 @@ class BodyLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class _Disconnected(Exception):

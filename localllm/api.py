@@ -16,6 +16,7 @@ from .progress import ProgressPrinter
 from .gguf import open_gguf
 from .models import load_model
 from .sampling import SamplingParams
+from .speculative import DRAFT_MAX, SpeculativeConfig
 from .threads import set_threads
 from .tokenizer import tokenizer_from_metadata
 
@@ -41,11 +42,17 @@ def _collect(handle, with_logprobs: bool) -> Completion:
 
 
 class LLM:
-    """A local model: `LLM("smollm2-135m")` or `LLM("path/to/model.gguf")`."""
+    """A local model: `LLM("smollm2-135m")` or `LLM("path/to/model.gguf")`.
+
+    speculative="lookup" guesses each request's next tokens from its own prompt and text
+    (prompt lookup, at most draft_max at a time) and verifies them in one step; the tokens
+    are the same as without it, and a governor turns guessing off where it does not pay."""
 
     def __init__(self, model: str | None = None, n_ctx: int = 2048, threads: int | None = None,
                  kv_dtype: str = "f16", progress: Callable[[str, int, int], None] | None = None,
-                 max_num_seqs: int = MAX_NUM_SEQS, kv_cache_gb: float | None = None):
+                 max_num_seqs: int = MAX_NUM_SEQS, kv_cache_gb: float | None = None,
+                 speculative: str | SpeculativeConfig | None = None, draft_max: int = DRAFT_MAX,
+                 draft_model: str | None = None):
         self.path = hub.resolve(model, progress=progress, quiet=progress is None)
         self.gguf = open_gguf(self.path)
         self.tokenizer = tokenizer_from_metadata(self.gguf.metadata)
@@ -63,7 +70,22 @@ class LLM:
         if self.max_num_seqs < 1:
             raise UsageError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
         self.kv_cache_gb = kv_cache_gb
+        self.speculative = self._speculative_config(speculative, draft_max, draft_model)
         self._engine: Engine | None = None
+
+    @staticmethod
+    def _speculative_config(speculative, draft_max, draft_model) -> SpeculativeConfig | None:
+        if draft_model is not None:
+            raise UsageError("draft_model: speculative decoding with a draft model is not implemented yet; "
+                             "speculative='lookup' (prompt lookup) is")
+        if speculative is None or isinstance(speculative, SpeculativeConfig):
+            return speculative
+        if speculative != "lookup":
+            raise UsageError(f"speculative must be 'lookup' or None, got {speculative!r}")
+        try:
+            return SpeculativeConfig("lookup", arguments.check_int(draft_max, "draft_max"))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
     @property
     def engine(self) -> Engine:
@@ -71,7 +93,7 @@ class LLM:
         (n_ctx x max_num_seqs tokens, or kv_cache_gb) and refused up front if the machine lacks it."""
         if self._engine is None:
             self._engine = Engine(self.model, self.tokenizer, self.n_ctx, self.threads, self.max_num_seqs,
-                                  self.kv_cache_gb, self.kv_dtype)
+                                  self.kv_cache_gb, self.kv_dtype, speculative=self.speculative)
         return self._engine
 
     def close(self) -> None:

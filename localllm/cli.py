@@ -152,16 +152,48 @@ def _params(**kw):
     return SamplingParams(**kw)
 
 
-def open_llm(model, n_ctx, threads):
+def open_llm(model, n_ctx, threads, lookup: bool = False, draft_max: int = 8):
     """Resolve and load a model, telling the user what the slow first run is doing."""
     from .api import LLM
     from .startup import first_run_notice
 
     path = resolve_model(model)
     with first_run_notice():
-        llm = LLM(path, n_ctx=n_ctx, threads=threads)
+        llm = LLM(path, n_ctx=n_ctx, threads=threads, speculative="lookup" if lookup else None, draft_max=draft_max)
         llm.warmup()
     return llm
+
+
+def speculative_options(f):
+    """--draft, --lookup and --draft-max, shared by run and chat."""
+    opts = [
+        click.option("--draft", metavar="MODEL", default=None,
+                     help="Draft model for speculative decoding (not implemented yet; --lookup is)."),
+        click.option("--lookup", is_flag=True,
+                     help="Speculative decoding by prompt lookup: guess the next tokens from text seen "
+                          "before, verify them in one step (same output, faster when the answer repeats "
+                          "its input)."),
+        click.option("--draft-max", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Longest guess; the governor picks the length each step."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def check_draft(draft) -> None:
+    from .errors import UsageError
+
+    if draft is not None:
+        raise UsageError("--draft: speculative decoding with a draft model is not implemented yet; "
+                         "--lookup (prompt lookup) is")
+
+
+def speculation_line(st) -> str:
+    if not st.draft_steps:
+        return ""
+    return (f" | lookup: {st.accepted_tokens}/{st.draft_tokens} guesses accepted ({100 * st.acceptance_rate:.0f}%),"
+            f" mean guess {st.mean_draft_len:.1f}")
 
 
 def run_input(llm, prompt: str, raw: bool) -> tuple[str | list[int], tuple[str, ...]]:
@@ -182,11 +214,11 @@ def run_input(llm, prompt: str, raw: bool) -> tuple[str | list[int], tuple[str, 
 @click.argument("prompt")
 @sampling_options
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
-@click.option("--draft", metavar="MODEL", default=None, help="Draft model for speculative decoding.")
+@speculative_options
 @click.option("--raw", is_flag=True, help="Plain completion: continue PROMPT as it is, without the chat template.")
 @click.option("--stats", is_flag=True, help="Print load time, TTFT, prefill and decode speed to stderr.")
 def run(model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, n_ctx, threads,
-        stop, draft, raw, stats):
+        stop, draft, lookup, draft_max, raw, stats):
     """Answer PROMPT ('-' reads stdin), streamed to stdout.
 
     PROMPT is one user message of the model's chat template when it has one;
@@ -197,15 +229,14 @@ def run(model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_pena
     from .generation import Stats
     from .text_input import read_text, utf8_safe
 
-    if draft is not None:
-        raise UsageError("--draft: speculative decoding is not implemented yet")
+    check_draft(draft)
     prompt = read_text() if prompt == "-" else utf8_safe(prompt)
     if not prompt:
         raise UsageError("the prompt is empty")
     params = _params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                      repeat_penalty=repeat_penalty, seed=seed, stop=stop)
     t0 = time.perf_counter()
-    llm = open_llm(model, n_ctx, threads)
+    llm = open_llm(model, n_ctx, threads, lookup, draft_max)
     load_s = time.perf_counter() - t0
     model_input, chat_stops = run_input(llm, prompt, raw)
     st = Stats()
@@ -219,7 +250,7 @@ def run(model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_pena
     if stats:
         click.echo(f"load {load_s:.2f} s | prompt {st.prompt_tokens} tok | TTFT {st.time_to_first_token_s * 1000:.1f} ms"
                    f" | prefill {st.prefill_tokens_per_s:.1f} tok/s | decode {st.decode_tokens_per_s:.1f} tok/s"
-                   f" ({st.completion_tokens} tok)", err=True)
+                   f" ({st.completion_tokens} tok){speculation_line(st)}", err=True)
 
 
 @cli.command()
@@ -227,13 +258,16 @@ def run(model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_pena
 @sampling_options
 @click.option("--system", default=None, help="System prompt.")
 @click.option("--stats", is_flag=True, help="Print timings after each answer.")
-def chat(model, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, n_ctx, threads, system, stats):
+@speculative_options
+def chat(model, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, n_ctx, threads, system, stats,
+         draft, lookup, draft_max):
     """Chat with MODEL (default: smollm2-135m) using its chat template."""
     from .repl import ChatLoop
 
+    check_draft(draft)
     params = _params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                      repeat_penalty=repeat_penalty, seed=seed)
-    llm = open_llm(model, n_ctx, threads)
+    llm = open_llm(model, n_ctx, threads, lookup, draft_max)
     loop = ChatLoop(llm, params, show_stats=stats)
     loop.system = system
     loop.run()
@@ -377,8 +411,7 @@ def serve(model, host, port, parallel, api_key, max_queue, n_ctx, threads, shutd
     from .errors import UsageError
     from .server import serve as run_server
 
-    if draft is not None:
-        raise UsageError("--draft: speculative decoding is not implemented yet")
+    check_draft(draft)
     if api_key is not None and not api_key.strip():
         raise UsageError("--api-key is empty")
     path = resolve_model(model)

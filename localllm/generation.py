@@ -24,7 +24,10 @@ class Stats:
     time_to_first_token_s: float = 0.0
     prefill_s: float = 0.0
     decode_s: float = 0.0
-    decode_steps: int = 0  # forward passes after the first token
+    decode_steps: int = 0  # tokens decoded after the first (one forward pass each, unless speculating)
+    draft_tokens: int = 0  # speculative guesses verified
+    accepted_tokens: int = 0  # guesses that were right
+    draft_steps: int = 0  # decode steps that verified a guess
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -34,6 +37,15 @@ class Stats:
     def decode_tokens_per_s(self) -> float:
         # the first token comes out of prefill; decode is the forward passes after it
         return self.decode_steps / self.decode_s if self.decode_steps and self.decode_s > 0 else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+
+    @property
+    def mean_draft_len(self) -> float:
+        """Guesses per step that guessed: the draft length the governor chose, on average."""
+        return self.draft_tokens / self.draft_steps if self.draft_steps else 0.0
 
     def as_dict(self) -> dict:
         return {

@@ -418,3 +418,123 @@ def test_bad_configuration_and_duplicate_ids():
     s.add(Request("x", [1, 2], 3))
     with pytest.raises(ValueError):
         s.add(Request("x", [1, 2], 3))
+
+
+# ---- speculative drafts -------------------------------------------------------------
+
+
+class GuessingRunner(FakeRunner):
+    """The fake runner, verifying drafts: a guess is right when it is the fake model's token.
+
+    Rejected guesses leave their (wrong) history hashes in their slots; the read-back of
+    later steps would see them if a truncated slot were ever read before being rewritten."""
+
+    def run(self, step: SchedulerStep) -> dict[str, list[int]]:
+        bs = self.bs
+        for src, dst in step.copies:
+            self.rows[dst * bs:(dst + 1) * bs] = self.rows[src * bs:(src + 1) * bs]
+        hashes = {}
+        for c in step.chunks:
+            r = c.request
+            known = len(c.token_ids) - c.num_draft
+            assert c.start == r.num_computed and c.token_ids[:known] == r.all_ids[c.start:c.start + known]
+            assert c.num_draft == 0 or c.sample
+            h = hashes[r.request_id] = history_hashes(r.all_ids[:c.start] + c.token_ids)
+            for pos in range(c.start, c.end):
+                self.rows[self._slot(c.block_table, pos)] = h[pos]
+        sampled = {}
+        for c in step.chunks:
+            h = hashes[c.request.request_id]
+            for pos in range(c.end):
+                assert self.rows[self._slot(c.block_table, pos)] == h[pos], (c.request.request_id, pos)
+            if not c.sample:
+                continue
+            draft = c.token_ids[len(c.token_ids) - c.num_draft:]
+            tokens = []
+            for i in range(c.num_draft + 1):
+                tokens.append(next_token(h[c.end - c.num_draft - 1 + i]))
+                if i == c.num_draft or tokens[-1] != draft[i]:
+                    break
+            sampled[c.request.request_id] = tokens
+        return sampled
+
+
+def true_continuation(ids: list[int], k: int) -> list[int]:
+    ids = list(ids)
+    for _ in range(k):
+        ids.append(next_token(history_hashes(ids)[-1]))
+    return ids[-k:] if k else []
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_drafts_keep_outputs_and_blocks_right(seed):
+    """Decoding requests carry guesses, right up to a random point and then wrong; outputs must
+    equal the plain run, rejected slots must go back, and no stale slot may ever be read."""
+    rng = random.Random(seed)
+    specs = mixed_specs(12, seed=10 + seed, max_out=40)
+    # a small pool too, so drafts meet full pools, preemption and copy-on-write of shared prefixes
+    h = Harness(num_blocks=40, block_size=8, max_num_seqs=6, max_num_batched_tokens=64)
+    h.runner = GuessingRunner(h.bm)
+    reqs = [s.request() for s in specs]
+    for r in reqs:
+        h.sched.add(r)
+    drafted = accepted = 0
+    n = 0
+    while h.sched.has_unfinished():
+        for r in h.sched.running:
+            if r.num_uncomputed == 1:
+                k = rng.randint(0, 6)
+                guess = true_continuation(r.all_ids, k)
+                cut = rng.randint(0, k)
+                r.draft = guess[:cut] + [(t + 1) % VOCAB for t in guess[cut:]]
+        before = {r.request_id: len(r.output_ids) for r in h.sched.running}
+        step = h.step()
+        for c in step.chunks:
+            if c.num_draft:
+                drafted += c.num_draft
+                accepted += len(c.request.output_ids) - before[c.request.request_id] - 1
+                # the table covers exactly the good KV: rejected guesses gave their slots back
+                if not c.request.is_finished:
+                    assert h.bm.num_tokens(c.request.request_id) == c.request.num_computed
+        n += 1
+        assert n < 5000
+    h.reported += h.sched.schedule().finished
+    assert h.bm.num_free_blocks == h.bm.num_blocks
+    for s, r in zip(specs, reqs):
+        assert outcome(r) == alone(s), s.rid
+    assert drafted > 50 and 0 < accepted < drafted
+    assert max(len(st.chunks) for st in h.steps) >= 3
+
+
+def test_a_draft_never_exceeds_max_tokens_the_context_or_the_budget():
+    h = Harness(num_blocks=64, block_size=8, max_num_seqs=1, max_num_batched_tokens=8, n_ctx=40)
+    h.runner = GuessingRunner(h.bm)
+    r = Request("r", list(range(1, 31)), max_tokens=6)
+    h.sched.add(r)
+    while not r.output_ids:
+        h.step()  # the prompt, in chunks of 8
+    r.draft = true_continuation(r.all_ids, 20)
+    step = h.sched.schedule()
+    # max_tokens 6 with one output already: 4 guesses, as the token after them is sampled anyway
+    assert step.chunks[0].num_draft == 4 and r.draft == []
+    h.sched.update(step, h.runner.run(step))
+    assert len(r.output_ids) == 6 and r.finish_reason == "length"
+
+    r = Request("s", list(range(1, 36)), max_tokens=50)  # 35 of n_ctx 40: room for 4 more KV slots
+    h.sched.add(r)
+    while not r.output_ids:
+        h.step()
+    r.draft = true_continuation(r.all_ids, 20)
+    step = h.sched.schedule()
+    assert step.chunks[0].num_draft == 4 and len(step.chunks[0].token_ids) == 5
+    h.sched.update(step, h.runner.run(step))
+    assert r.num_tokens == 41 and r.finish_reason == "length"  # the last sampled token needs no slot
+
+    r = Request("t", [5, 6, 7], max_tokens=50)  # the budget of 8 rows caps the guess at 7
+    h.sched.add(r)
+    h.step()
+    r.draft = true_continuation(r.all_ids, 20)
+    step = h.sched.schedule()
+    assert step.num_tokens == 8 and step.chunks[0].num_draft == 7
+    h.sched.update(step, h.runner.run(step))
+    h.bm.check_invariants()

@@ -133,12 +133,22 @@ class BlockManager:
         # Tail first, so a chain's later blocks are evicted before its head,
         # which more requests are likely to share.
         for b in reversed(table):
-            self._refcount[b] -= 1
-            if self._refcount[b] == 0:
-                if b in self._block_meta:
-                    self._evictable[b] = None
-                else:
-                    self._free.append(b)
+            self._release(b)
+
+    def truncate(self, seq_id: str, n_tokens: int) -> None:
+        """Shrink the sequence to its first n_tokens slots (rejected speculative tokens);
+        the blocks past them go back. Committed blocks cannot be dropped."""
+        n = self._num_tokens[seq_id]
+        if not 0 <= n_tokens <= n:
+            raise ValueError(f"cannot truncate sequence {seq_id!r} of {n} tokens to {n_tokens}")
+        if n_tokens < len(self._chains[seq_id]) * self.block_size:
+            raise ValueError(f"cannot truncate sequence {seq_id!r} into its committed blocks")
+        table = self._tables[seq_id]
+        keep = self.blocks_needed(n_tokens)
+        for b in reversed(table[keep:]):
+            self._release(b)
+        del table[keep:]
+        self._num_tokens[seq_id] = n_tokens
 
     # ---- growth -----------------------------------------------------------
 
@@ -280,6 +290,14 @@ class BlockManager:
         n = self._num_tokens[seq_id]
         grow = self.blocks_needed(n + n_new) - len(self._tables[seq_id])
         return grow + (1 if self._writes_shared_block(seq_id, n_new) else 0)
+
+    def _release(self, block: int) -> None:
+        self._refcount[block] -= 1
+        if self._refcount[block] == 0:
+            if block in self._block_meta:
+                self._evictable[block] = None
+            else:
+                self._free.append(block)
 
     def _take_block(self) -> int:
         if self._free:

@@ -10,6 +10,10 @@ Each step runs whatever the scheduler picked (decode tokens of every running
 request, chunks of new prompts) as one forward pass, then samples each
 request with its own seeded sampler, detokenizes and checks stop strings.
 A request's tokens are therefore the same alone or with fifteen others.
+
+With a speculative config, each decoding request may guess its next tokens
+(`speculative.py`); the step verifies them, and the tokens that come out are
+the ones plain decoding would have given.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ..generation import Stats, Step
 from ..kv_cache import BLOCK_SIZE, block_bytes, blocks_for
 from ..memory import format_bytes
 from ..sampling import Sampler, SamplingParams, without_padding
+from ..speculative import Acceptance, Governor, PromptLookup, SpeculativeConfig
 from ..stopping import StopChecker
 from .block_manager import BlockManager
 from .request import Request
@@ -87,6 +92,8 @@ class _Live:
     stopper: StopChecker
     events: "queue.Queue | EventSink"
     logprobs: int | None
+    lookup: PromptLookup | None = None  # the draft source, when the request speculates
+    acceptance: Acceptance | None = None
     text_done: bool = False
     t_submit: float = field(default_factory=time.perf_counter)
     t_first: float | None = None
@@ -132,7 +139,7 @@ class Engine:
 
     def __init__(self, model, tokenizer, n_ctx: int, threads: int, max_num_seqs: int = MAX_NUM_SEQS,
                  kv_cache_gb: float | None = None, kv_dtype: str = "f16",
-                 max_num_batched_tokens: int = MAX_BATCHED_TOKENS):
+                 max_num_batched_tokens: int = MAX_BATCHED_TOKENS, speculative: SpeculativeConfig | None = None):
         c = model.cfg
         per_block = block_bytes(c.n_layer, c.n_head_kv, c.head_dim, c.head_dim_v, kv_dtype)
         if kv_cache_gb is not None:
@@ -148,6 +155,8 @@ class Engine:
         self.scheduler = Scheduler(self.block_manager, max_num_seqs, max(max_num_batched_tokens, max_num_seqs),
                                    n_ctx)
         self.runner = ModelRunner(model, self.pool, threads)
+        self.governor = (Governor(speculative.draft_max, speculative.adaptive) if speculative is not None
+                         else None)
         self._live: dict[str, _Live] = {}
         self._inbox: queue.Queue = queue.Queue()
         self._wake = threading.Event()
@@ -162,15 +171,15 @@ class Engine:
     # ---- any thread -----------------------------------------------------------
 
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams, logprobs: int | None = None,
-               ignore_eos: bool = False, sink: EventSink | None = None) -> RequestHandle:
+               ignore_eos: bool = False, sink: EventSink | None = None, speculate: bool = True) -> RequestHandle:
         """Queue a generation; its events arrive on the returned handle, or on sink when given
         (then the handle only cancels). ignore_eos: end tokens do not stop it (benchmarks run
-        every sequence to max_tokens)."""
+        every sequence to max_tokens). speculate=False opts out of the engine's speculation."""
         if self._closed:
             raise RequestFailed(self._failure or "the engine is closed")
         rid = f"req-{next(self._ids)}"
         events = sink if sink is not None else queue.Queue()
-        self._inbox.put(("add", rid, list(prompt_ids), params, logprobs, ignore_eos, events))
+        self._inbox.put(("add", rid, list(prompt_ids), params, logprobs, ignore_eos, speculate, events))
         self._wake.set()
         return RequestHandle(self, rid, events)
 
@@ -280,32 +289,75 @@ class Engine:
                 return False
 
     def _add(self, rid: str, ids: list[int], params: SamplingParams, logprobs: int | None, ignore_eos: bool,
-             events) -> None:
+             speculate: bool, events) -> None:
         tok = self.tokenizer
         req = Request(rid, ids, params.max_tokens, frozenset() if ignore_eos else tok.stop_ids, params)
         live = _Live(req, Sampler(params, self.model.cfg.vocab_size), tok.stream_decoder(),
                      StopChecker(params.stop), events, logprobs)
+        if self.governor is not None and speculate:
+            live.lookup, live.acceptance = PromptLookup(), Acceptance()
         self._live[rid] = live
         self.scheduler.add(req)
 
     def _step(self) -> None:
+        if self.governor is not None:
+            self._propose_drafts()
         step = self.scheduler.schedule()
         self.preemptions += len(step.preempted)
         self._report_finished(step.finished)
         if step.is_empty:
             return
+        t0 = time.perf_counter()
         rows = self.runner.execute(step)
-        sampled, logprobs = {}, {}
-        for rid, logits in rows.items():
-            live = self._live[rid]
-            logits = without_padding(logits, self.tokenizer.vocab_size)
-            sampled[rid] = live.sampler.sample(logits, live.request.all_ids)
-            if live.logprobs is not None:
-                logprobs[rid] = self._logprob(logits, sampled[rid], live.logprobs)
+        if self.governor is not None:
+            self.governor.record_step(step.num_tokens, time.perf_counter() - t0)
+        sampled, logprobs, before = {}, {}, {}
+        for chunk in step.chunks:
+            if chunk.sample:
+                rid = chunk.request.request_id
+                sampled[rid], logprobs[rid] = self._verify(self._live[rid], chunk, rows[rid])
+                before[rid] = len(chunk.request.output_ids)
         self.scheduler.update(step, sampled)
-        for rid, token in sampled.items():
-            self._emit_token(self._live[rid], token, logprobs.get(rid))
+        for rid, tokens in sampled.items():
+            live = self._live[rid]
+            n_taken = len(live.request.output_ids) - before[rid]  # a stop or the length may cut the list
+            for token, lp in itertools.zip_longest(tokens[:n_taken], logprobs[rid][:n_taken]):
+                self._emit_token(live, token, lp)
         self._report_finished(self.scheduler.take_finished())
+
+    def _verify(self, live: _Live, chunk, rows: np.ndarray) -> tuple[list[int], list]:
+        """Sample the chunk's rows in order, stopping at the first token that is not the guess
+        there: the accepted guesses and the token after them (just the next token without a
+        draft). The same sampler calls, in the same order, as decoding one token at a time."""
+        draft = chunk.token_ids[len(chunk.token_ids) - chunk.num_draft:]
+        history = live.request.all_ids
+        tokens, lps = [], []
+        for i, row in enumerate(rows):  # rows: (1 + num_draft, vocab)
+            logits = without_padding(row, self.tokenizer.vocab_size)
+            token = live.sampler.sample(logits, history)
+            tokens.append(token)
+            if live.logprobs is not None:
+                lps.append(self._logprob(logits, token, live.logprobs))
+            if i == len(draft) or token != draft[i]:
+                break
+            history.append(token)
+        if chunk.num_draft:
+            live.acceptance.record(chunk.num_draft, len(tokens) - 1)
+        return tokens, lps
+
+    def _propose_drafts(self) -> None:
+        """Give each speculating request that is about to decode the guess the governor pays for."""
+        running = self.scheduler.running
+        decoding = sum(1 for r in running if r.num_uncomputed == 1)
+        rows = min(sum(r.num_uncomputed for r in running), self.scheduler.max_num_batched_tokens)
+        for req in running:
+            live = self._live.get(req.request_id)
+            if live is None or live.lookup is None or req.num_uncomputed != 1:
+                continue
+            guess = live.lookup.propose(req.all_ids, self.governor.draft_max)
+            k = self.governor.choose(live.acceptance, rows, decoding, len(guess))
+            req.draft = guess[:k]
+            rows += k
 
     @staticmethod
     def _logprob(logits: np.ndarray, token: int, n_top: int) -> TokenLogprob:
@@ -356,4 +408,7 @@ class Engine:
             s.time_to_first_token_s = s.prefill_s = live.t_first - live.t_submit
             s.decode_s = now - live.t_first
             s.decode_steps = max(0, len(req.output_ids) - 1)
+        if live.acceptance is not None:
+            a = live.acceptance
+            s.draft_tokens, s.accepted_tokens, s.draft_steps = a.drafted_total, a.accepted_total, a.steps
         return s

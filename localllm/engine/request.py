@@ -53,6 +53,9 @@ class Request:
 
     output_ids: list[int] = field(default_factory=list)
     num_computed: int = 0  # tokens of all_ids whose KV is in the cache
+    # Speculative decoding: guesses at the tokens after all_ids, set by the engine before
+    # schedule(), which verifies them in the next decode step (and clears them)
+    draft: list[int] = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: str | None = None
     error: str | None = None  # one line, set when the request is rejected or fails

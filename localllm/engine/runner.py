@@ -22,7 +22,8 @@ class ModelRunner:
         self.model, self.pool, self.threads = model, pool, threads
 
     def execute(self, step: SchedulerStep) -> dict[str, np.ndarray]:
-        """Compute the step's chunks; return {request_id: (vocab,) logits} for chunks that sample."""
+        """Compute the step's chunks; return {request_id: (rows, vocab) logits} for chunks that
+        sample: one row, or one per draft token plus one when the chunk speculates."""
         for src, dst in step.copies:  # copy-on-write before anything writes the new blocks
             self.pool.copy_block(src, dst)
         chunks = step.chunks
@@ -33,7 +34,7 @@ class ModelRunner:
         seq = np.empty(T, np.int32)  # (T,) row -> its chunk's block table
         slots = np.empty(T, np.int64)  # (T,) where each row's key and value go
         tables = np.zeros((len(chunks), max(len(c.block_table) for c in chunks)), np.int32)  # (S, max_blocks)
-        logit_rows, sampling = [], []
+        logit_rows, sampling = [], []  # sampling: (request id, how many rows it owns)
         r = 0
         for i, c in enumerate(chunks):
             n = len(c.token_ids)
@@ -44,11 +45,16 @@ class ModelRunner:
             seq[r : r + n] = i
             slots[r : r + n] = table[pos // bs].astype(np.int64) * bs + pos % bs
             tables[i, : len(table)] = table
-            if c.sample:
-                logit_rows.append(r + n - 1)
-                sampling.append(c.request.request_id)
+            m = c.num_logit_rows
+            if m:
+                logit_rows.extend(range(r + n - m, r + n))
+                sampling.append((c.request.request_id, m))
             r += n
         n_split = key_splits(T, int(positions[0]), self.model.cfg.n_head_kv, self.threads)
         logits = self.model.run_batch(tokens, positions, seq, tables, slots, np.array(logit_rows, np.int64),
                                       self.pool, n_split)  # (R, vocab)
-        return {rid: logits[j] for j, rid in enumerate(sampling)}
+        out, j = {}, 0
+        for rid, m in sampling:
+            out[rid] = logits[j : j + m]  # (m, vocab)
+            j += m
+        return out

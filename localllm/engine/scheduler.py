@@ -15,6 +15,14 @@ the queue, to recompute its prompt and outputs later (the prefix cache often
 serves most of that). Running requests always arrived before waiting ones, so
 "newest running" is simply the last of `running`.
 
+Speculative decoding: a decoding request may carry `draft` tokens (guesses at
+its next tokens). Its decode chunk is then the last known token plus the
+draft, all computed in the step, and `update()` takes the tokens the runner
+accepted plus the one it sampled after them; the KV slots of rejected
+guesses go back (`BlockManager.truncate`). A draft never makes the step
+preempt anyone: it shrinks to what the budget, the free blocks, the context
+and max_tokens allow.
+
 A request that could not finish even alone in the pool (a prompt longer than
 the context window or the pool) is rejected at `add()`, so a lone
 running request can always grow and the queue never deadlocks.
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
@@ -43,6 +51,12 @@ class ScheduledChunk:
     token_ids: list[int]
     sample: bool  # the chunk ends at the last known token: sample the next from its last row
     block_table: list[int]
+    num_draft: int = 0  # the last num_draft token_ids are speculative: every one of them needs logits
+
+    @property
+    def num_logit_rows(self) -> int:
+        """Rows whose logits the step must return: the last one, and one per draft token."""
+        return 1 + self.num_draft if self.sample else 0
 
     @property
     def end(self) -> int:
@@ -162,22 +176,24 @@ class Scheduler:
         while i < len(self.running):
             request = self.running[i]
             remaining = request.num_uncomputed
+            # Leave one token of budget for each later running decode. (FCFS
+            # admission already puts prefilling requests after decoding
+            # ones; this keeps fairness from resting on that alone.)
+            later_decodes = sum(1 for r in self.running[i + 1:] if r.num_uncomputed == 1)
             if remaining == 1:
                 n = 1
             else:
-                # Leave one token of budget for each later running decode. (FCFS
-                # admission already puts prefilling requests after decoding
-                # ones; this keeps fairness from resting on that alone.)
-                later_decodes = sum(1 for r in self.running[i + 1:] if r.num_uncomputed == 1)
                 n = min(remaining, budget - later_decodes)
                 if n <= 0:
                     i += 1
                     continue
             if not self._make_room(request, n, step):
                 continue  # it was the newest itself: back in the queue, and the loop is done
-            step.copies += self._reserve(request, n)
-            step.chunks.append(self._chunk(request, n))
-            budget -= n
+            k = self._draft_room(request, budget - n - later_decodes) if remaining == 1 else 0
+            step.copies += self._reserve(request, n + k)
+            step.chunks.append(self._chunk(request, n, request.draft[:k]))
+            request.draft = []
+            budget -= n + k
             i += 1
 
         # Admitting right after a preemption would only take back the blocks just freed.
@@ -190,28 +206,43 @@ class Scheduler:
         step.finished = self.take_finished()
         return step
 
-    def update(self, step: SchedulerStep, sampled: Mapping[str, int]) -> None:
-        """Record a computed step: advance, commit cached blocks, append samples, finish."""
+    def update(self, step: SchedulerStep, sampled: Mapping[str, int | Sequence[int]]) -> None:
+        """Record a computed step: advance, commit cached blocks, append samples, finish.
+
+        sampled[request_id] is the next token, or for a chunk with a draft the accepted
+        draft tokens followed by the token sampled after them."""
         bm = self.block_manager
         for chunk in step.chunks:
             request = chunk.request
+            rid = request.request_id
             if request.status is not RequestStatus.RUNNING or request.num_computed != chunk.start:
                 continue  # finished or aborted after schedule(); its blocks are gone
-            request.num_computed = chunk.end
             request.num_computed_total += len(chunk.token_ids)
-            bm.commit(request.request_id, request.all_ids, request.num_computed)
             if not chunk.sample:
+                request.num_computed = chunk.end
+                bm.commit(rid, request.all_ids, request.num_computed)
                 continue
-            if request.request_id not in sampled:
-                raise ValueError(f"no sampled token for request {request.request_id!r}")
-            token = sampled[request.request_id]
-            request.output_ids.append(token)
+            if rid not in sampled:
+                raise ValueError(f"no sampled token for request {rid!r}")
+            tokens = self._accepted(chunk, sampled[rid])
+            # the KV of the last known token and of the accepted guesses is good; the rest goes
+            request.num_computed = chunk.end - (chunk.num_draft - (len(tokens) - 1))
+            if request.num_computed < chunk.end:
+                bm.truncate(rid, request.num_computed)
+            reason = None
+            for token in tokens:
+                request.output_ids.append(token)
+                if token in request.stop_token_ids:
+                    reason = "stop"
+                elif len(request.output_ids) >= request.max_tokens or request.num_tokens > self.max_seq_len:
+                    reason = "length"
+                if reason:
+                    break
             if request.first_token_time is None:
                 request.first_token_time = self.clock()
-            if token in request.stop_token_ids:
-                self._finish(request, "stop")
-            elif len(request.output_ids) >= request.max_tokens or request.num_tokens > self.max_seq_len:
-                self._finish(request, "length")
+            bm.commit(rid, request.all_ids, min(request.num_computed, request.num_tokens))
+            if reason:
+                self._finish(request, reason)
 
     # ---- internals --------------------------------------------------------
 
@@ -229,15 +260,37 @@ class Scheduler:
                     f"{bm.block_size} tokens; the whole pool has {bm.num_blocks}")
         return None
 
-    def _chunk(self, request: Request, n: int) -> ScheduledChunk:
+    def _chunk(self, request: Request, n: int, draft: Sequence[int] = ()) -> ScheduledChunk:
         start = request.num_computed
         return ScheduledChunk(
             request=request,
             start=start,
-            token_ids=request.all_ids[start:start + n],
+            token_ids=request.all_ids[start:start + n] + list(draft),
             sample=start + n == request.num_tokens,
             block_table=self.block_manager.block_table(request.request_id),
+            num_draft=len(draft),
         )
+
+    def _draft_room(self, request: Request, budget: int) -> int:
+        """How many of the request's draft tokens this step can verify (0 when none fit)."""
+        k = min(len(request.draft), budget,
+                self.max_seq_len - request.num_tokens,  # every guess needs a KV slot
+                request.max_tokens - len(request.output_ids) - 1)  # and may become an output
+        rid = request.request_id
+        while k > 0 and not self.block_manager.can_append(
+                rid, max(0, request.num_computed + 1 + k - self.block_manager.num_tokens(rid))):
+            k -= 1  # a guess never takes blocks that would force a preemption
+        return max(k, 0)
+
+    @staticmethod
+    def _accepted(chunk: ScheduledChunk, sampled: int | Sequence[int]) -> list[int]:
+        tokens = [int(t) for t in sampled] if isinstance(sampled, Sequence) else [int(sampled)]
+        draft = chunk.token_ids[len(chunk.token_ids) - chunk.num_draft:]
+        n_acc = len(tokens) - 1
+        if not tokens or n_acc > chunk.num_draft or tokens[:n_acc] != draft[:n_acc]:
+            raise ValueError(f"request {chunk.request.request_id!r}: {tokens} is not an accepted prefix of "
+                             f"the draft {draft} plus one sampled token")
+        return tokens
 
     def _reserve(self, request: Request, n: int) -> list[tuple[int, int]]:
         """Make the table cover num_computed + n tokens; returns copy-on-write copies."""

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Prompt-lookup speculative decoding against plain decoding, in one process, alternating.
+
+Two prompts per model: one whose answer repeats its input (summarize a passage,
+or for a base model continue it: lookup's good case) and one that does not (a story: the governor must
+keep speculation from costing anything). For each, the decode speed with and
+without `--lookup` (tokens after the first / time after the first), whether
+the tokens are identical (they must be), the acceptance rate and the mean
+guess length the governor chose. Rounds alternate plain and lookup.
+
+    python scripts/bench_speculative.py smollm2-135m --threads 2 --rounds 2 \
+        --llama-server /path/to/llama.cpp/build/bin/llama-server
+
+With --llama-server, the same prompt ids also go to llama.cpp's server, plain
+and with its prompt-lookup speculation (`--spec-type ngram-simple`, its default
+n-gram sizes), greedy (top_k 1), one request at a time; the figure is its own
+`timings.predicted_per_second`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSAGE = (ROOT / "tests" / "reference" / "texts" / "gpl-2.txt").read_text()[2000:3600]
+
+
+def cpu_name() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def prompts(llm) -> dict[str, list[int]]:
+    from localllm.chat import chat_template_from_metadata
+
+    if chat_template_from_metadata(llm.gguf.metadata) is None:  # a base model: continue plain text
+        return {"repeats its input": llm.prompt_ids(PASSAGE + "\n\n" + PASSAGE[:160]),
+                "free text": llm.prompt_ids("Once upon a time, in a small village by the sea,")}
+    return {"repeats its input": llm.chat_ids([{"role": "user", "content": PASSAGE + "\n\nSummarize the text above."}]),
+            "free text": llm.chat_ids([{"role": "user", "content": "Write a story about a dragon who cooks."}])}
+
+
+def run_once(llm, ids, n_tokens: int, speculative) -> tuple[list[int], float, object]:
+    from localllm.engine.engine import Engine
+    from localllm.sampling import SamplingParams
+
+    engine = Engine(llm.model, llm.tokenizer, llm.n_ctx, llm.threads, max_num_seqs=1, speculative=speculative)
+    try:
+        engine.call(lambda: None)  # started, kernels loaded
+        events = list(engine.submit(ids, SamplingParams(temperature=0, max_tokens=n_tokens)).events())
+    finally:
+        engine.close()
+    stats = events[-1].stats
+    return [ev.step.token_id for ev in events if ev.step.token_id is not None], stats.decode_tokens_per_s, stats
+
+
+def llama_server_speed(binary: str, path: str, threads: int, runs: list[tuple[list[int], int]],
+                       spec: bool) -> list[tuple[float, int, int]]:
+    """(decode t/s, drafted, accepted) per (prompt ids, n_predict) from one llama-server process."""
+    import subprocess
+
+    import httpx
+
+    port = 8797
+    cmd = [binary, "-m", path, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-c", "2048",
+           "-np", "1"] + (["--spec-type", "ngram-simple"] if spec else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        out = []
+        for ids, n in runs:
+            r = httpx.post(url + "/completion", json={"prompt": ids, "n_predict": n, "top_k": 1, "temperature": 0,
+                                                      "cache_prompt": False}, timeout=600).json()
+            t = r["timings"]
+            out.append((t["predicted_per_second"], t.get("draft_n", 0), t.get("draft_n_accepted", 0)))
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--draft-max", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--llama-server", default=None, metavar="PATH", help="compare with llama.cpp's server")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from localllm import LLM
+    from localllm.speculative import SpeculativeConfig
+
+    llm = LLM(args.model, n_ctx=2048, threads=args.threads)
+    config = SpeculativeConfig("lookup", args.draft_max)
+    lines = [f"prompt-lookup speculation, {Path(args.model).name}, {cpu_name()}, {args.threads} threads, greedy, "
+             f"up to {args.tokens} tokens, draft_max {args.draft_max}, median of {args.rounds} rounds", "",
+             "| prompt | tokens | plain t/s | lookup t/s | speedup | identical | accepted | mean guess |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for name, ids in prompts(llm).items():
+        plain, spec, same, last = [], [], True, None
+        for r in range(args.rounds):
+            order = [None, config] if r % 2 == 0 else [config, None]
+            outs = {}
+            for cfg in order:
+                tokens, tps, stats = run_once(llm, ids, args.tokens, cfg)
+                (spec if cfg else plain).append(tps)
+                outs[cfg is not None] = tokens
+                if cfg:
+                    last = stats
+            same &= outs[True] == outs[False]
+            print(f"{name} round {r + 1}: plain {plain[-1]:.1f} t/s, lookup {spec[-1]:.1f} t/s", file=sys.stderr)
+        p, s = statistics.median(plain), statistics.median(spec)
+        lines.append(f"| {name} | {len(outs[True])} | {p:.1f} | {s:.1f} | {s / p:.2f}x | {'yes' if same else 'NO'} | "
+                     f"{100 * last.acceptance_rate:.0f}% of {last.draft_tokens} | {last.mean_draft_len:.1f} |")
+    if args.llama_server:
+        runs = [(ids, args.tokens) for ids in prompts(llm).values()]
+        base = llama_server_speed(args.llama_server, str(llm.path), args.threads, runs, spec=False)
+        spec = llama_server_speed(args.llama_server, str(llm.path), args.threads, runs, spec=True)
+        lines += ["", "llama-server, same prompts, one run each (`--spec-type ngram-simple`):", "",
+                  "| prompt | plain t/s | lookup t/s | speedup | accepted |", "| --- | ---: | ---: | ---: | ---: |"]
+        for name, (p, _, _), (s_, drafted, acc) in zip(prompts(llm), base, spec):
+            lines.append(f"| {name} | {p:.1f} | {s_:.1f} | {s_ / p:.2f}x | {acc} of {drafted} |")
+    lines += ["", f"Reproduce: `python scripts/bench_speculative.py {args.model} --threads {args.threads} "
+                  f"--tokens {args.tokens} --rounds {args.rounds}"
+                  f"{' --llama-server PATH' if args.llama_server else ''}`"]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -96,6 +96,11 @@ class LLM:
                                   self.kv_cache_gb, self.kv_dtype, speculative=self.speculative)
         return self._engine
 
+    @property
+    def engine_load(self):
+        """The engine's occupancy (EngineLoad), or None when no engine runs; never starts one."""
+        return self._engine.load if self._engine is not None else None
+
     def close(self) -> None:
         """Stop the engine thread (also done at exit); the LLM can start a new one later."""
         if self._engine is not None:
@@ -230,7 +235,7 @@ class LLM:
         finally:
             if not done:  # stopped early: cancel, and the engine's final event still gives the stats
                 handle.cancel()
-                for ev in events:
+                for ev in handle.events():  # a fresh reader: Ctrl-C may have ended the first one
                     record(ev)
 
     # ---- chat -----------------------------------------------------------------

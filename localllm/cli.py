@@ -14,6 +14,7 @@ import click
 from . import hub
 from .errors import LocalLLMError
 from .progress import ProgressPrinter
+from .speculative import DRAFT_MAX
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
@@ -152,14 +153,15 @@ def _params(**kw):
     return SamplingParams(**kw)
 
 
-def open_llm(model, n_ctx, threads, lookup: bool = False, draft_max: int = 8):
+def open_llm(model, n_ctx, threads, lookup: bool = False, draft_max: int | None = None):
     """Resolve and load a model, telling the user what the slow first run is doing."""
     from .api import LLM
     from .startup import first_run_notice
 
     path = resolve_model(model)
     with first_run_notice():
-        llm = LLM(path, n_ctx=n_ctx, threads=threads, speculative="lookup" if lookup else None, draft_max=draft_max)
+        spec = {"speculative": "lookup", "draft_max": draft_max} if lookup else {}
+        llm = LLM(path, n_ctx=n_ctx, threads=threads, **spec)
         llm.warmup()
     return llm
 
@@ -173,7 +175,7 @@ def speculative_options(f):
                      help="Speculative decoding by prompt lookup: guess the next tokens from text seen "
                           "before, verify them in one step (same output, faster when the answer repeats "
                           "its input)."),
-        click.option("--draft-max", type=click.IntRange(min=1), default=8, show_default=True,
+        click.option("--draft-max", type=click.IntRange(min=1), default=DRAFT_MAX, show_default=True,
                      help="Longest guess; the governor picks the length each step."),
     ]
     for o in reversed(opts):
@@ -181,12 +183,12 @@ def speculative_options(f):
     return f
 
 
-def check_draft(draft) -> None:
+def check_draft(draft, lookup_hint: bool = True) -> None:
     from .errors import UsageError
 
     if draft is not None:
-        raise UsageError("--draft: speculative decoding with a draft model is not implemented yet; "
-                         "--lookup (prompt lookup) is")
+        hint = "; --lookup (prompt lookup) is" if lookup_hint else ""
+        raise UsageError(f"--draft: speculative decoding with a draft model is not implemented yet{hint}")
 
 
 def speculation_line(st) -> str:
@@ -411,7 +413,7 @@ def serve(model, host, port, parallel, api_key, max_queue, n_ctx, threads, shutd
     from .errors import UsageError
     from .server import serve as run_server
 
-    check_draft(draft)
+    check_draft(draft, lookup_hint=False)
     if api_key is not None and not api_key.strip():
         raise UsageError("--api-key is empty")
     path = resolve_model(model)

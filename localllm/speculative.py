@@ -82,7 +82,7 @@ class Acceptance:
 
     def __init__(self) -> None:
         self.accepted, self.rejected = 1.0, 1.0  # prior: one of each (rate 0.5)
-        self.drafted_total = self.accepted_total = self.steps = self.k_total = 0
+        self.drafted_total = self.accepted_total = self.steps = 0
         self.steps_off = PROBE_EVERY - 1  # a request's first chance to guess is a probe: measure it
 
     @property
@@ -95,7 +95,6 @@ class Acceptance:
         self.drafted_total += drafted
         self.accepted_total += accepted
         self.steps += 1
-        self.k_total += drafted
 
 
 class Governor:

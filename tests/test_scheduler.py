@@ -538,3 +538,21 @@ def test_a_draft_never_exceeds_max_tokens_the_context_or_the_budget():
     assert step.num_tokens == 8 and step.chunks[0].num_draft == 7
     h.sched.update(step, h.runner.run(step))
     h.bm.check_invariants()
+
+
+def test_a_draft_never_preempts_or_starves_another_request():
+    """Guesses take only what the step's real tokens leave: here the last free block goes to
+    the other request's next token, not to the first request's guess."""
+    h = Harness(num_blocks=4, block_size=4, max_num_seqs=2, max_num_batched_tokens=32)
+    h.runner = GuessingRunner(h.bm)
+    a, b = Request("a", [1, 2, 3], max_tokens=20), Request("b", list(range(1, 9)), max_tokens=20)
+    h.sched.add(a)
+    h.sched.add(b)
+    h.step()  # both prompts: a has 3 of its block's 4 slots, b fills 2 blocks exactly
+    assert a.output_ids and b.output_ids
+    a.draft = true_continuation(a.all_ids, 2)
+    step = h.sched.schedule()
+    assert step.preempted == [] and {c.request.request_id for c in step.chunks} == {"a", "b"}
+    assert next(c for c in step.chunks if c.request is a).num_draft == 0  # no block left for it
+    h.sched.update(step, h.runner.run(step))
+    h.bm.check_invariants()

@@ -231,6 +231,17 @@ def test_disconnects_cancel_and_free_blocks(server):
     assert out.usage.completion_tokens == 4
 
 
+def test_null_optional_fields_and_a_one_string_prompt_list(server):
+    """Clients in other languages send OpenAI's optional fields as null: that means the default."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0,
+            "n": None, "stream": None, "logprobs": None, "top_logprobs": None, "stop": None, "seed": None}
+    r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200 and r.json()["choices"][0]["logprobs"] is None
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": ["Hello"], "max_tokens": 2, "echo": None},
+                   timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+
+
 BAD_INPUTS = [
     ("not json", b"{not json", 400, None),
     ("wrong type", {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"}, 400,
@@ -245,6 +256,8 @@ BAD_INPUTS = [
     ("n > 1", {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 3}, 400, "n=1"),
     ("bias key not a token", {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
                               "logit_bias": {"999999999": 1}}, 400, "logit_bias"),
+    ("bias key a superscript digit", {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
+                                      "logit_bias": {"\u00b2": 1}}, 400, "logit_bias"),
     ("body too large", b'{"messages": "' + b"x" * (5 << 20) + b'"}', 413, "larger"),
 ]
 
@@ -299,6 +312,25 @@ def test_api_key(guarded):
         guarded.client(api_key="wrong").models.list()
     assert guarded.client(api_key="s3cret").models.list().data[0].id == MODEL
     assert httpx.get(guarded.url + "/health").status_code == 200  # readiness needs no key
+
+
+def test_a_client_that_leaves_a_whole_answer_frees_its_place(guarded):
+    """Not streaming: the server notices the disconnect while generating, cancels, and the
+    queue of one is free again."""
+    headers = {"Authorization": "Bearer s3cret"}
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "temperature": 0, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(guarded.url + "/v1/completions", headers=headers, json=body, timeout=1.0)
+    deadline = time.monotonic() + 30
+    while True:
+        r = httpx.post(guarded.url + "/v1/completions", headers=headers, timeout=60,
+                       json={"model": MODEL, "prompt": "Hi", "max_tokens": 2})
+        if r.status_code == 200:
+            break
+        assert r.status_code == 429 and time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    m = guarded.metrics()
+    assert m['localllm_requests_total{endpoint="completions",finish_reason="cancelled"}'] >= 1
 
 
 def test_full_queue_gets_429_then_sigterm_finishes_the_running_stream(guarded):

@@ -209,6 +209,16 @@ class Engine:
             self._closed = True
             self._fail_waiting()
 
+    @property
+    def alive(self) -> bool:
+        """Whether requests can still run: not closed, and the thread has not died."""
+        return not self._closed and self._thread.is_alive()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the engine thread stopped, if it failed."""
+        return self._failure
+
     def close(self) -> None:
         self._closed = True
         self._inbox.put(("close",))
@@ -321,15 +331,18 @@ class Engine:
         for rid, tokens in sampled.items():
             live = self._live[rid]
             n_taken = len(live.request.output_ids) - before[rid]  # a stop or the length may cut the list
-            for token, lp in itertools.zip_longest(tokens[:n_taken], logprobs[rid][:n_taken]):
+            for i, (token, lp) in enumerate(itertools.zip_longest(tokens[:n_taken], logprobs[rid][:n_taken])):
                 self._emit_token(live, token, lp)
+                if live.text_done:  # a stop string ended it: accepted guesses after it are not outputs
+                    del live.request.output_ids[before[rid] + i + 1:]
+                    break
         self._report_finished(self.scheduler.take_finished())
 
     def _verify(self, live: _Live, chunk, rows: np.ndarray) -> tuple[list[int], list]:
         """Sample the chunk's rows in order, stopping at the first token that is not the guess
         there: the accepted guesses and the token after them (just the next token without a
         draft). The same sampler calls, in the same order, as decoding one token at a time."""
-        draft = chunk.token_ids[len(chunk.token_ids) - chunk.num_draft:]
+        draft = chunk.draft
         history = live.request.all_ids
         tokens, lps = [], []
         for i, row in enumerate(rows):  # rows: (1 + num_draft, vocab)
@@ -377,6 +390,7 @@ class Engine:
         live.events.put(Event(Step(token, text), logprob))
 
     def _report_finished(self, finished: list[Request]) -> None:
+        self._publish_load()  # before the final events: a caller that sees one sees the blocks back
         for req in finished:
             live = self._live.get(req.request_id)
             if live is not None:

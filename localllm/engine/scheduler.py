@@ -19,9 +19,10 @@ Speculative decoding: a decoding request may carry `draft` tokens (guesses at
 its next tokens). Its decode chunk is then the last known token plus the
 draft, all computed in the step, and `update()` takes the tokens the runner
 accepted plus the one it sampled after them; the KV slots of rejected
-guesses go back (`BlockManager.truncate`). A draft never makes the step
-preempt anyone: it shrinks to what the budget, the free blocks, the context
-and max_tokens allow.
+guesses go back (`BlockManager.truncate`). Drafts are placed after
+every other token of the step is scheduled, so a guess never preempts anyone
+or delays an admission: it shrinks to the budget and free blocks left, and to
+max_tokens.
 
 A request that could not finish even alone in the pool (a prompt longer than
 the context window or the pool) is rejected at `add()`, so a lone
@@ -52,6 +53,10 @@ class ScheduledChunk:
     sample: bool  # the chunk ends at the last known token: sample the next from its last row
     block_table: list[int]
     num_draft: int = 0  # the last num_draft token_ids are speculative: every one of them needs logits
+
+    @property
+    def draft(self) -> list[int]:
+        return self.token_ids[len(self.token_ids) - self.num_draft:]
 
     @property
     def num_logit_rows(self) -> int:
@@ -189,11 +194,9 @@ class Scheduler:
                     continue
             if not self._make_room(request, n, step):
                 continue  # it was the newest itself: back in the queue, and the loop is done
-            k = self._draft_room(request, budget - n - later_decodes) if remaining == 1 else 0
-            step.copies += self._reserve(request, n + k)
-            step.chunks.append(self._chunk(request, n, request.draft[:k]))
-            request.draft = []
-            budget -= n + k
+            step.copies += self._reserve(request, n)
+            step.chunks.append(self._chunk(request, n))
+            budget -= n
             i += 1
 
         # Admitting right after a preemption would only take back the blocks just freed.
@@ -203,6 +206,19 @@ class Scheduler:
                 break
             budget -= len(step.chunks[-1].token_ids)
 
+        # Guesses last, from what every scheduled token left: the budget and the free blocks
+        for chunk in step.chunks:
+            request = chunk.request
+            if request.draft and chunk.sample and len(chunk.token_ids) == 1:
+                k = self._draft_room(request, budget)
+                if k:
+                    step.copies += self._reserve(request, 1 + k)
+                    chunk.token_ids += request.draft[:k]
+                    chunk.num_draft = k
+                    chunk.block_table = self.block_manager.block_table(request.request_id)
+                    budget -= k
+        for request in self.running:
+            request.draft = []
         step.finished = self.take_finished()
         return step
 
@@ -260,22 +276,21 @@ class Scheduler:
                     f"{bm.block_size} tokens; the whole pool has {bm.num_blocks}")
         return None
 
-    def _chunk(self, request: Request, n: int, draft: Sequence[int] = ()) -> ScheduledChunk:
+    def _chunk(self, request: Request, n: int) -> ScheduledChunk:
         start = request.num_computed
         return ScheduledChunk(
             request=request,
             start=start,
-            token_ids=request.all_ids[start:start + n] + list(draft),
+            token_ids=request.all_ids[start:start + n],
             sample=start + n == request.num_tokens,
             block_table=self.block_manager.block_table(request.request_id),
-            num_draft=len(draft),
         )
 
     def _draft_room(self, request: Request, budget: int) -> int:
-        """How many of the request's draft tokens this step can verify (0 when none fit)."""
-        k = min(len(request.draft), budget,
-                self.max_seq_len - request.num_tokens,  # every guess needs a KV slot
-                request.max_tokens - len(request.output_ids) - 1)  # and may become an output
+        """How many of the request's draft tokens this step can verify (0 when none fit).
+        max_tokens bounds it (each guess may become an output), and add() has already
+        clipped max_tokens to the context window, so every guess has a KV slot."""
+        k = min(len(request.draft), budget, request.max_tokens - len(request.output_ids) - 1)
         rid = request.request_id
         while k > 0 and not self.block_manager.can_append(
                 rid, max(0, request.num_computed + 1 + k - self.block_manager.num_tokens(rid))):
@@ -285,7 +300,7 @@ class Scheduler:
     @staticmethod
     def _accepted(chunk: ScheduledChunk, sampled: int | Sequence[int]) -> list[int]:
         tokens = [int(t) for t in sampled] if isinstance(sampled, Sequence) else [int(sampled)]
-        draft = chunk.token_ids[len(chunk.token_ids) - chunk.num_draft:]
+        draft = chunk.draft
         n_acc = len(tokens) - 1
         if not tokens or n_acc > chunk.num_draft or tokens[:n_acc] != draft[:n_acc]:
             raise ValueError(f"request {chunk.request.request_id!r}: {tokens} is not an accepted prefix of "
@@ -316,6 +331,7 @@ class Scheduler:
         self.block_manager.free(request.request_id)
         self.running.remove(request)
         request.num_computed = 0
+        request.draft = []
         request.num_preemptions += 1
         request.status = RequestStatus.WAITING
         self.waiting.appendleft(request)  # older than everything waiting

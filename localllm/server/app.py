@@ -49,13 +49,19 @@ class ServerState:
         self.llm = None
         self.status, self.error = "loading", None
         self.admission = Admission(config.max_queue)
-        self.metrics = ServerMetrics(lambda: self.llm.engine.load if self.llm is not None else None)
+        self.metrics = ServerMetrics(lambda: self.llm.engine_load if self.llm is not None else None)
 
     def ready_llm(self):
         if self.llm is None:
             why = f"the model failed to load: {self.error}" if self.error else "the model is still loading"
             raise APIError(503, why, type="server_error", code="model_not_ready")
         return self.llm
+
+    def health(self) -> tuple[str, str | None]:
+        """("ok" | "loading" | "error", why): an engine that died makes the server unhealthy."""
+        if self.status == "ready" and not self.llm.engine.alive:
+            return "error", f"the engine stopped: {self.llm.engine.failure or 'closed'}"
+        return ("ok" if self.status == "ready" else self.status), self.error
 
 
 class BodyLimit:
@@ -137,6 +143,14 @@ class _ClosingStream(StreamingResponse):
             self._on_close()
 
 
+SHUTDOWN_MESSAGE = "the server shut down before the request finished"
+
+
+def _cut_by_shutdown(event: Event) -> bool:
+    """The engine closed under the request (shutdown past its grace period): not an OpenAI finish."""
+    return event.stats is not None and event.step.finish_reason == "cancelled"
+
+
 def _sse(obj) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -186,10 +200,9 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        body = {"status": "ok" if state.status == "ready" else state.status}
-        if state.error:
-            body["message"] = state.error
-        return JSONResponse(body, status_code=200 if state.status == "ready" else 503)
+        status, why = state.health()
+        body = {"status": status} if why is None else {"status": status, "message": why}
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     @app.get("/metrics")
     async def metrics():
@@ -208,7 +221,8 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
     async def tokenize(body: TokenizeRequest):
         llm = state.ready_llm()
         add_bos = body.add_special and llm.tokenizer.add_bos
-        return {"tokens": llm.tokenize(body.content, add_bos=add_bos, special=body.parse_special)}
+        # tokenizing a large body is CPU work: off the event loop, so streams keep flowing
+        return {"tokens": await asyncio.to_thread(llm.tokenize, body.content, add_bos, body.parse_special)}
 
     @app.post("/detokenize", dependencies=auth)
     async def detokenize(body: DetokenizeRequest):
@@ -220,17 +234,18 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
 
     # ---- generation --------------------------------------------------------
 
-    def sampling(body: SamplingFields, llm, prompt_len: int, default_max: int, extra_stops: tuple[str, ...]):
+    def sampling(body: SamplingFields, llm, prompt_len: int, default_max: int, extra_stops: tuple[str, ...],
+                 prompt_field: str):
         if body.model is not None and body.model != config.model_name:
             raise APIError(404, f"model {body.model[:80]!r} is not served here; this server has "
                                 f"{config.model_name!r}", type="not_found_error", code="model_not_found",
                            param="model")
-        if body.n != 1:
+        if body.n not in (None, 1):
             raise bad_request("only n=1 is supported", param="n")
         limit = min(llm.n_ctx, llm.engine.load.kv_blocks_total * BLOCK_SIZE)
         if prompt_len > limit:
             raise bad_request(f"the prompt has {prompt_len} tokens, more than the context window of {limit}",
-                              code="context_length_exceeded", param="messages")
+                              code="context_length_exceeded", param=prompt_field)
         max_tokens = body.max_tokens
         if isinstance(body, ChatCompletionRequest) and body.max_completion_tokens is not None:
             max_tokens = body.max_completion_tokens
@@ -238,7 +253,7 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
             raise bad_request(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
         vocab = llm.model.cfg.vocab_size
         for key in body.logit_bias or {}:
-            if not key.isdigit() or int(key) >= vocab:
+            if not (key.isascii() and key.isdigit()) or int(key) >= vocab:
                 raise bad_request(f"logit_bias key {key[:40]!r} is not a token id below {vocab}", param="logit_bias")
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
         if any(not s for s in stop):
@@ -257,7 +272,7 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
         fmt = ResponseFormat(chat, config.model_name, llm.tokenizer, n_top or 0)
         state.admission.acquire()
         try:
-            gen = GenerationStream(llm.engine, prompt_ids, params, n_top, body.ignore_eos)
+            gen = GenerationStream(llm.engine, prompt_ids, params, n_top, bool(body.ignore_eos))
         except APIError:
             state.admission.release()
             raise
@@ -268,7 +283,6 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
                 state.metrics.finished(endpoint, "error", None)
                 raise APIError(500, first.error, type="server_error")
             if body.stream:
-                handed_off = True
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 events = _stream_events(gen, first, fmt, include_usage, endpoint)
 
@@ -278,8 +292,10 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
                     gen.close()
                     state.admission.release()
 
-                return _ClosingStream(events, closed)
-            return await _unless_disconnected(request, _collect(gen, first, fmt, n_top is not None, endpoint))
+                response = _ClosingStream(events, closed)
+                handed_off = True  # from here the response's close releases the request
+                return response
+            return await _unless_disconnected(request, _whole_response(gen, first, fmt, n_top is not None, endpoint))
         except _Disconnected:
             state.metrics.finished(endpoint, "cancelled", None)
             return Response(status_code=499)
@@ -288,12 +304,13 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
                 gen.close()
                 state.admission.release()
 
-    async def _collect(gen: GenerationStream, event: Event, fmt: ResponseFormat, want_lp: bool, endpoint: str):
+    async def _whole_response(gen: GenerationStream, event: Event, fmt: ResponseFormat, want_lp: bool,
+                              endpoint: str):
         texts, entries = [], []
         while True:
-            if event.error is not None:
+            if event.error is not None or _cut_by_shutdown(event):
                 state.metrics.finished(endpoint, "error", None)
-                raise APIError(500, event.error, type="server_error")
+                raise APIError(500 if event.error else 503, event.error or SHUTDOWN_MESSAGE, type="server_error")
             texts.append(event.step.text)
             if event.logprob is not None:
                 entries.append(event.logprob)
@@ -307,9 +324,9 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
         if fmt.chat:
             yield _sse(fmt.chunk("", role=True))
         while True:
-            if event.error is not None:
+            if event.error is not None or _cut_by_shutdown(event):
                 state.metrics.finished(endpoint, "error", None)
-                yield _sse(error_body(event.error, "server_error"))
+                yield _sse(error_body(event.error or SHUTDOWN_MESSAGE, "server_error"))
                 break
             lp = [event.logprob] if event.logprob is not None else None
             if event.step.text or lp:
@@ -328,13 +345,14 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
         llm = state.ready_llm()
         if body.echo or body.suffix is not None or (body.best_of or 1) != 1:
             raise bad_request("echo, suffix and best_of are not supported")
+        prompt = body.prompt[0] if isinstance(body.prompt, list) and isinstance(body.prompt[0], str) else body.prompt
         try:
-            ids = llm.prompt_ids(body.prompt)
+            ids = await asyncio.to_thread(llm.prompt_ids, prompt)
         except LocalLLMError as e:  # a token id outside the vocabulary
             raise bad_request(str(e), param="prompt") from None
         if not ids:
             raise bad_request("the prompt is empty", param="prompt")
-        params = sampling(body, llm, len(ids), COMPLETION_MAX_TOKENS, ())
+        params = sampling(body, llm, len(ids), COMPLETION_MAX_TOKENS, (), "prompt")
         return await generate(request, body, False, ids, params, body.logprobs, llm)
 
     @app.post("/v1/chat/completions", dependencies=auth)
@@ -348,13 +366,13 @@ def create_app(config: ServerConfig, load: Callable[[], object]) -> FastAPI:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
         try:
-            ids = llm.chat_ids(messages)
+            ids = await asyncio.to_thread(llm.chat_ids, messages)  # the template and the tokenizer: CPU
         except LocalLLMError as e:  # the template refused these messages
             raise bad_request(str(e), param="messages") from None
         n_top = (body.top_logprobs or 0) if body.logprobs else None
         if body.top_logprobs and not body.logprobs:
             raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs")
-        params = sampling(body, llm, len(ids), llm.n_ctx, llm.chat_stops)
+        params = sampling(body, llm, len(ids), llm.n_ctx, llm.chat_stops, "messages")
         return await generate(request, body, True, ids, params, n_top, llm)
 
     return app

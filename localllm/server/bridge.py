@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from ..engine.engine import Engine, Event, EventSink, RequestFailed
+from ..generation import Step
 from ..sampling import SamplingParams
 from .errors import APIError
 
@@ -50,6 +51,7 @@ class GenerationStream:
     def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams, logprobs: int | None,
                  ignore_eos: bool = False):
         self._events = AsyncEvents()
+        self._engine = engine
         try:
             self._handle = engine.submit(prompt_ids, params, logprobs, ignore_eos, sink=self._events)
         except RequestFailed as e:
@@ -57,7 +59,14 @@ class GenerationStream:
         self.finished = False
 
     async def next(self) -> Event:
-        event = await self._events.get()
+        while True:
+            try:
+                event = await asyncio.wait_for(self._events.get(), timeout=1.0)
+                break
+            except asyncio.TimeoutError:
+                if not self._engine.alive:  # it died before it could fail this request itself
+                    event = Event(Step(None, "", "error"), error=self._engine.failure or "the engine stopped")
+                    break
         if event.stats is not None or event.error is not None:
             self.finished = True
         return event

@@ -4,7 +4,8 @@ Fields OpenAI defines keep its names and ranges; `top_k`, `min_p` and
 `repeat_penalty` are llama.cpp-style extensions. A field left out takes
 localllm's sampling default (llama.cpp's), as llama-server does. Unknown
 fields are ignored, so clients written for newer API versions still work;
-known fields that localllm cannot honour are refused in `app.py`.
+known fields that localllm cannot honour are refused in `app.py`. OpenAI's
+optional fields may be sent as null, which means their default.
 """
 
 from __future__ import annotations
@@ -40,18 +41,19 @@ class SamplingFields(_Body):
     frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
     seed: Annotated[StrictInt, Field(ge=0)] | None = None
     stop: Stop = None
-    n: StrictInt = 1
-    stream: StrictBool = False
+    n: StrictInt | None = None  # 1
+    stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     logit_bias: dict[StrictStr, Annotated[Number, Field(ge=-100, le=100)]] | None = None
     user: StrictStr | None = None
-    ignore_eos: StrictBool = False  # extension (as in vLLM and llama-server): end tokens do not stop it
+    ignore_eos: StrictBool | None = None  # extension (as in vLLM and llama-server): end tokens do not stop it
 
 
 class CompletionRequest(SamplingFields):
-    prompt: StrictStr | TokenIds
+    # a string, token ids, or a list of one string (batch-style clients); n=1 serves one prompt
+    prompt: StrictStr | TokenIds | Annotated[list[StrictStr], Field(min_length=1, max_length=1)]
     logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
-    echo: StrictBool = False
+    echo: StrictBool | None = None
     suffix: StrictStr | None = None
     best_of: StrictInt | None = None
 
@@ -73,7 +75,7 @@ class ChatMessage(_Body):
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: StrictInt | None = None
-    logprobs: StrictBool = False
+    logprobs: StrictBool | None = None
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     tools: list | None = None
     response_format: dict | None = None

@@ -167,7 +167,7 @@ def open_llm(model, n_ctx, threads, lookup: bool = False, draft_max: int | None 
 
 
 def speculative_options(f):
-    """--draft, --lookup and --draft-max, shared by run and chat."""
+    """--draft, --lookup and --draft-max, shared by run, chat and serve."""
     opts = [
         click.option("--draft", metavar="MODEL", default=None,
                      help="Draft model for speculative decoding (not implemented yet; --lookup is)."),
@@ -183,12 +183,12 @@ def speculative_options(f):
     return f
 
 
-def check_draft(draft, lookup_hint: bool = True) -> None:
+def check_draft(draft) -> None:
     from .errors import UsageError
 
     if draft is not None:
-        hint = "; --lookup (prompt lookup) is" if lookup_hint else ""
-        raise UsageError(f"--draft: speculative decoding with a draft model is not implemented yet{hint}")
+        raise UsageError("--draft: speculative decoding with a draft model is not implemented yet; "
+                         "--lookup (prompt lookup) is")
 
 
 def speculation_line(st) -> str:
@@ -402,8 +402,9 @@ def _bench_sweep(model, lengths_text, threads, out_dir):
               help="Threads (default: $LOCALLLM_THREADS or all cores).")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=10, show_default=True,
               help="Seconds running requests get to finish after SIGTERM before they are cancelled.")
-@click.option("--draft", metavar="MODEL", default=None, help="Draft model for speculative decoding.")
-def serve(model, host, port, parallel, api_key, max_queue, n_ctx, threads, shutdown_timeout, draft):
+@speculative_options
+def serve(model, host, port, parallel, api_key, max_queue, n_ctx, threads, shutdown_timeout, draft, lookup,
+          draft_max):
     """Serve MODEL (default: smollm2-135m) over an OpenAI-compatible HTTP API.
 
     Endpoints: /v1/models, /v1/completions, /v1/chat/completions (stream: true
@@ -413,13 +414,14 @@ def serve(model, host, port, parallel, api_key, max_queue, n_ctx, threads, shutd
     from .errors import UsageError
     from .server import serve as run_server
 
-    check_draft(draft, lookup_hint=False)
+    check_draft(draft)
     if api_key is not None and not api_key.strip():
         raise UsageError("--api-key is empty")
     path = resolve_model(model)
     name = hub.DEFAULT_MODEL if model is None else (Path(model).stem if model.endswith(".gguf") else model)
     run_server(path, name, host=host, port=port, parallel=parallel, api_key=api_key, n_ctx=n_ctx, threads=threads,
-               max_queue=max_queue, shutdown_timeout=shutdown_timeout)
+               max_queue=max_queue, shutdown_timeout=shutdown_timeout,
+               speculative={"speculative": "lookup", "draft_max": draft_max} if lookup else None)
 
 
 @cli.command("list")

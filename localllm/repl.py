@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -57,6 +59,13 @@ def _setup_readline():
         pass
     readline.set_history_length(1000)
     return readline
+
+
+def _ctrl_c_interrupts() -> None:
+    """Ctrl-C stops an answer even when the chat was started with SIGINT ignored (a background
+    job of a non-interactive shell, nohup...): Python then installs no KeyboardInterrupt."""
+    if sys.stdin.isatty() and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class ChatLoop:
@@ -247,6 +256,7 @@ class ChatLoop:
 
     def run(self) -> None:
         replace_undecodable_input()  # a stray invalid byte must not end the chat
+        _ctrl_c_interrupts()
         rl = _setup_readline()
         self.say("type /help for commands, /bye to leave")
         try:

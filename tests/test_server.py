@@ -77,7 +77,9 @@ class ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(smollm2_path):
-    srv = ServerProcess(MODEL, "--parallel", "4")  # by name: the smollm2_path fixture has pulled it
+    # by name: the smollm2_path fixture has pulled it. With prompt-lookup speculation: every answer
+    # below must still be what plain decoding gives (the guarded server runs without it)
+    srv = ServerProcess(MODEL, "--parallel", "4", "--lookup")
     yield srv
     assert srv.stop() == 0, "".join(srv.log)
 

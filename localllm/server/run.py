@@ -34,13 +34,15 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def serve(model_path: str | Path, model_name: str, host: str = "127.0.0.1", port: int = 8000,
           parallel: int = 8, api_key: str | None = None, n_ctx: int = 4096, threads: int | None = None,
-          max_queue: int = MAX_QUEUE, shutdown_timeout: float = SHUTDOWN_TIMEOUT_S, log_level: str = "info") -> None:
+          max_queue: int = MAX_QUEUE, shutdown_timeout: float = SHUTDOWN_TIMEOUT_S, log_level: str = "info",
+          speculative: dict | None = None) -> None:
+    """speculative: LLM's speculative keywords (e.g. {"speculative": "lookup", "draft_max": 8}), or None."""
     import uvicorn
 
     from ..api import LLM
 
     def load():
-        llm = LLM(str(model_path), n_ctx=n_ctx, threads=threads, max_num_seqs=parallel)
+        llm = LLM(str(model_path), n_ctx=n_ctx, threads=threads, max_num_seqs=parallel, **(speculative or {}))
         llm.warmup()  # allocates the KV pool and compiles (or loads) the kernels on the engine thread
         print(f"localllm: {model_name} ready: {parallel} sequences at once, n_ctx {n_ctx}, KV pool "
               f"{format_bytes(llm.engine.kv_pool_bytes)}", file=sys.stderr, flush=True)

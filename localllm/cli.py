@@ -322,7 +322,7 @@ def quantize(src, dst, qtype):
 @click.option("-r", "--reps", type=click.IntRange(min=1), default=3, show_default=True, help="Repetitions per test.")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--sweep", is_flag=True, help="Sweep prompt length, cached context and thread count; "
+@click.option("--sweep", is_flag=True, help="Sweep prompt length, cached context, thread count and batch size; "
                                             "writes sweep.json and sweep.png (needs matplotlib).")
 @click.option("--sweep-lengths", default="64,128,256,512,1024,2048", show_default=True,
               help="Prompt lengths and cached contexts for --sweep.")
@@ -365,8 +365,9 @@ def _bench_sweep(model, lengths_text, threads, out_dir):
 
     import numba
 
+    from .bench import run_batched_decode
     from .errors import UsageError
-    from .sweep import run_sweep, write_sweep
+    from .sweep import BATCH_SWEEP, batch_points, run_sweep, write_sweep
 
     try:
         lengths = sorted({int(v) for v in lengths_text.split(",") if v.strip()})
@@ -377,10 +378,16 @@ def _bench_sweep(model, lengths_text, threads, out_dir):
     max_threads = threads or numba.config.NUMBA_NUM_THREADS
     thread_counts = sorted({1, max_threads} | {t for t in (2, 4, 8, 16) if t < max_threads})
     llm = open_llm(model, lengths[-1] + 32, max_threads)
-    points = run_sweep(llm, lengths, sorted({8} | set(lengths)), thread_counts)  # 8: a nearly empty cache
+    # on the engine thread: one kernel thread at a time; 8 is a nearly empty cache
+    points = llm.on_engine(run_sweep, llm, lengths, sorted({8} | set(lengths)), thread_counts)
+    llm.close()  # the batched runs start engines of their own
+    batched, _ = run_batched_decode(llm, BATCH_SWEEP, n_prompt=128, n_gen=32, reps=1)
+    points += batch_points(batched, max_threads)
     data, png = write_sweep(points, f"{llm.path.name}: where the time goes", Path(out_dir))
     for p in points:
         extra = f", TTFT {p.ttft_ms:.0f} ms" if p.kind == "prefill" else ""
+        if p.kind == "batch":
+            extra = f", {1000 * p.batch / p.tokens_per_s:.1f} ms per token per sequence"
         click.echo(f"{p.kind:7} threads={p.threads} x={p.x:5d}: {p.tokens_per_s:8.1f} tok/s{extra}")
     click.echo(str(data))
     click.echo(str(png) if png else "matplotlib is not installed: no plot (pip install matplotlib)")

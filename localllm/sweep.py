@@ -1,12 +1,12 @@
 """`localllm bench --sweep`: where the time goes, as data and a picture.
 
-Three curves, each for every thread count asked for:
-- prompt tokens/s and time to first token against prompt length;
+Four panels:
+- prompt tokens/s and time to first token against prompt length, and
 - decode tokens/s against the context already in the cache (when KV reads
-  start to matter).
-Every point is keyed by (threads, batch); batch is 1 until batched decoding
-exists, and the plots draw one line per (threads, batch) so a batch axis needs
-no new plotting code.
+  start to matter), each for every thread count asked for;
+- the throughput/latency trade-off of batched decoding: tokens/s of all
+  sequences against the time per token each sequence sees, one point per
+  batch size, through the batching engine.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ import numpy as np
 
 from .threads import set_threads
 
+BATCH_SWEEP = (1, 2, 4, 8, 16)  # batch sizes of the throughput/latency panel
+
 
 @dataclass
 class Point:
-    kind: str  # "prefill" or "decode"
+    kind: str  # "prefill", "decode" or "batch"
     threads: int
     batch: int
-    x: int  # prompt length (prefill) or cached context (decode)
+    x: int  # prompt length (prefill), cached context (decode) or batch size (batch)
     tokens_per_s: float
     ttft_ms: float = 0.0
 
@@ -64,14 +66,20 @@ def run_sweep(llm, prompt_lengths, contexts, thread_counts, decode_tokens: int =
     return points
 
 
+def batch_points(results, threads: int) -> list[Point]:
+    """Points of batched decode results (bench.run_batched_decode), for the trade-off panel."""
+    return [Point("batch", threads, r.batch, r.batch, r.tokens_per_s) for r in results]
+
+
 def plot(points: list[Point], title: str, path: Path) -> None:
-    """Three panels (prompt t/s, TTFT, decode t/s), one line per (threads, batch)."""
+    """Four panels: prompt t/s, TTFT, decode t/s (one line per thread count), and batched
+    decode's throughput against per-sequence latency (one point per batch size)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     panels = [("prefill", "tokens_per_s", "prompt length (tokens)", "prompt tokens/s"),
               ("prefill", "ttft_ms", "prompt length (tokens)", "time to first token (ms)"),
               ("decode", "tokens_per_s", "tokens already in the cache", "decode tokens/s")]
@@ -87,6 +95,17 @@ def plot(points: list[Point], title: str, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend()
+    ax = axes[3]
+    batch = sorted((p for p in points if p.kind == "batch"), key=lambda p: p.x)
+    if batch:
+        latency = [1000 * p.batch / p.tokens_per_s for p in batch]  # ms per token, per sequence
+        ax.plot(latency, [p.tokens_per_s for p in batch], marker="o")
+        for p, ms in zip(batch, latency):
+            ax.annotate(f"B={p.batch}", (ms, p.tokens_per_s), textcoords="offset points", xytext=(4, -10))
+        ax.set_title(f"batched decode, {batch[0].threads} threads")
+    ax.set_xlabel("time per output token, per sequence (ms)")
+    ax.set_ylabel("decode tokens/s, all sequences")
+    ax.grid(True, alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -6,6 +6,7 @@ from click.testing import CliRunner
 from gguf import GGMLQuantizationType as Q
 
 from localllm.cli import cli
+from localllm.sweep import BATCH_SWEEP
 from tiny_models import write_tiny_model
 
 
@@ -39,8 +40,10 @@ def test_bench_sweep_writes_data_and_plot(tmp_path):
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "sw" / "sweep.json").read_text())
     kinds = {(p["kind"], p["x"], p["threads"]) for p in data["points"]}
-    assert kinds == {("prefill", 8, 1), ("prefill", 16, 1), ("decode", 8, 1), ("decode", 16, 1)}
-    assert all(p["tokens_per_s"] > 0 and p["batch"] == 1 for p in data["points"])
+    batch_sizes = {("batch", b, 1) for b in BATCH_SWEEP}
+    assert kinds == {("prefill", 8, 1), ("prefill", 16, 1), ("decode", 8, 1), ("decode", 16, 1)} | batch_sizes
+    assert all(p["tokens_per_s"] > 0 for p in data["points"])
+    assert all(p["batch"] == (p["x"] if p["kind"] == "batch" else 1) for p in data["points"])
     png = tmp_path / "sw" / "sweep.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -203,7 +203,8 @@ def main(argv=None) -> int:
         for name, start in (reversed(list(sides.items())) if r % 2 else sides.items()):
             srv = start()
             try:
-                one_request(httpx.Client(), srv.url, random_prompts(1, args.prompt_words, -1)[0], 4)  # warm up
+                with httpx.Client() as warm:  # one short request first, so the timed levels start warm
+                    one_request(warm, srv.url, random_prompts(1, args.prompt_words, -1)[0], 4)
                 for j, c in enumerate(levels):
                     n = args.requests or max(8, 4 * c)
                     prompts = random_prompts(n, args.prompt_words, seed=1000 * r + j)  # the same for both servers

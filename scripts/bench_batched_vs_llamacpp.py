@@ -26,16 +26,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts
+from bench_vs_llamacpp import cpu_model  # noqa: E402
 
 
 def llama_batched(binary: str, model: str, batches: list[int], npp: int, ntg: int, threads: int) -> dict[int, float]:
@@ -67,7 +59,7 @@ def localllm_batched(model: str, batches: list[int], npp: int, ntg: int, threads
 
 
 def table(model: str, threads: int, batches: list[int], lc_rounds, ll_rounds, npp: int, ntg: int) -> str:
-    lines = [f"batched decode, {Path(model).name}, {cpu_name()}, {threads} threads, prompt {npp}, "
+    lines = [f"batched decode, {Path(model).name}, {cpu_model()}, {threads} threads, prompt {npp}, "
              f"{ntg} tokens per sequence, median of {len(lc_rounds)} rounds",
              "", "| B | llama.cpp S_TG t/s | localllm t/s | ratio | localllm ms/token per sequence |",
              "|---:|---:|---:|---:|---:|"]

@@ -38,15 +38,10 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts
+from bench_vs_llamacpp import cpu_model  # noqa: E402
 WORDS = ("apple river stone light music paper garden window silver cloud market engine forest winter "
          "candle bridge letter orange summer travel doctor island number yellow pocket").split()
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 @dataclass
@@ -226,7 +221,7 @@ def format_table(args, results, levels) -> str:
            for name, per in results.items()}
     lines = [f"### Server load, {Path(args.model).name}, {args.threads} threads - "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             f"CPU: {cpu_name()}. Streamed /v1/completions, {args.prompt_words}-word random prompts, "
+             f"CPU: {cpu_model()}. Streamed /v1/completions, {args.prompt_words}-word random prompts, "
              f"{args.max_tokens} tokens each (ignore_eos, greedy), "
              f"{'all arriving at once' if args.rate == 0 else f'Poisson arrivals at {args.rate}/s'}; "
              f"median of {args.rounds} round(s).", ""]

@@ -26,14 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts
+from bench_vs_llamacpp import cpu_model  # noqa: E402
 PASSAGE = (ROOT / "tests" / "reference" / "texts" / "gpl-2.txt").read_text()[2000:3600]
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def prompts(llm) -> dict[str, list[int]]:
@@ -107,7 +102,7 @@ def main(argv=None) -> int:
 
     llm = LLM(args.model, n_ctx=2048, threads=args.threads)
     config = SpeculativeConfig("lookup", args.draft_max)
-    lines = [f"prompt-lookup speculation, {Path(args.model).name}, {cpu_name()}, {args.threads} threads, greedy, "
+    lines = [f"prompt-lookup speculation, {Path(args.model).name}, {cpu_model()}, {args.threads} threads, greedy, "
              f"up to {args.tokens} tokens, draft_max {args.draft_max}, median of {args.rounds} rounds", "",
              "| prompt | tokens | plain t/s | lookup t/s | speedup | identical | accepted | mean guess |",
              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]

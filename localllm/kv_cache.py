@@ -66,7 +66,7 @@ class KVCache:
         self.n_ctx = n_ctx
         self.table = np.arange(n_blocks, dtype=np.int32)  # (n_blocks,) position p -> block p // bs
         self.n_tokens = 0  # positions [0, n_tokens) hold valid entries
-        self.tokens: list[int] = []  # the ids behind those entries, for prefix reuse
+        self.tokens: list[int] = []  # the ids behind those entries
 
     @property
     def nbytes(self) -> int:
@@ -84,7 +84,7 @@ class KVCache:
         self.tokens.extend(int(t) for t in tokens)
 
     def truncate(self, n: int) -> None:
-        """Forget everything from position n on (chat edits, speculative rollback)."""
+        """Forget everything from position n on."""
         if not 0 <= n <= self.n_tokens:
             raise ValueError(f"cannot truncate a cache of {self.n_tokens} tokens to {n}")
         self.n_tokens = n
@@ -92,12 +92,3 @@ class KVCache:
 
     def clear(self) -> None:
         self.truncate(0)
-
-    def common_prefix(self, ids) -> int:
-        """How many leading ids are already cached (so only the rest needs prefill)."""
-        n = 0
-        for a, b in zip(self.tokens, ids):
-            if a != b:
-                break
-            n += 1
-        return n

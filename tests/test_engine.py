@@ -167,3 +167,18 @@ def test_a_dead_engine_thread_fails_callers_instead_of_hanging(tiny_llm, monkeyp
         eng.call(lambda: 1)
     with pytest.raises(RequestFailed, match="kernel load failed"):
         eng.submit([3, 4], SamplingParams(max_tokens=2))
+
+
+def test_top_logprobs_are_the_stable_order_of_the_whole_row():
+    """The top-N alternatives: most likely first, ties by token id, on a 262k-entry row too."""
+    from localllm.engine.engine import Engine, log_softmax
+
+    rng = np.random.default_rng(3)
+    for vocab in (50, 262144):
+        for ties in (False, True):
+            x = rng.standard_normal(vocab).astype(np.float32)
+            if ties:
+                x = np.round(x, 1)  # many equal logits, at the top too
+            ref = np.argsort(-log_softmax(x), kind="stable")
+            for n in (1, 5, 20):
+                assert [t for t, _ in Engine._logprob(x, 0, n).top] == ref[:n].tolist()

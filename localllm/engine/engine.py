@@ -35,7 +35,7 @@ from ..errors import LocalLLMError, UsageError
 from ..generation import Stats, Step
 from ..kv_cache import BLOCK_SIZE, block_bytes, blocks_for
 from ..memory import format_bytes
-from ..sampling import Sampler, SamplingParams, without_padding
+from ..sampling import Sampler, SamplingParams, top_k_indices, without_padding
 from ..speculative import Acceptance, Governor, PromptLookup, SpeculativeConfig
 from ..stopping import StopChecker
 from .block_manager import BlockManager
@@ -375,7 +375,10 @@ class Engine:
     @staticmethod
     def _logprob(logits: np.ndarray, token: int, n_top: int) -> TokenLogprob:
         lp = log_softmax(logits)
-        top = np.argsort(-lp, kind="stable")[:n_top] if n_top > 0 else np.zeros(0, np.int64)
+        # the n_top largest, most likely first, ties by token id: a stable sort of the full row's
+        # order, but sorting only top_k_indices' candidates (a 262k-entry argsort is ~37 ms)
+        top = np.sort(top_k_indices(lp, n_top)) if n_top > 0 else np.zeros(0, np.int64)
+        top = top[np.argsort(-lp[top], kind="stable")]
         return TokenLogprob(int(token), float(lp[token]), [(int(t), float(lp[t])) for t in top])
 
     def _emit_token(self, live: _Live, token: int, logprob: TokenLogprob | None) -> None:

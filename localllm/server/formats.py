@@ -28,6 +28,9 @@ class ResponseFormat:
         obj = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat else "text_completion"
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
+    def _text(self, token_id: int) -> str:
+        return self.tokenizer.token_bytes(token_id).decode("utf-8", "replace")
+
     def _token(self, token_id: int, logprob: float) -> dict:
         raw = self.tokenizer.token_bytes(token_id)
         return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
@@ -45,12 +48,12 @@ class ResponseFormat:
             return {"content": content}
         tokens, offsets = [], []
         for e in entries:
-            text = self.tokenizer.token_bytes(e.token_id).decode("utf-8", "replace")
+            text = self._text(e.token_id)
             tokens.append(text)
             offsets.append(self._text_offset)
             self._text_offset += len(text)
         return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
-                "top_logprobs": [{self._token(t, lp)["token"]: lp for t, lp in e.top[: self.n_top]}
+                "top_logprobs": [{self._text(t): lp for t, lp in e.top[: self.n_top]}
                                  for e in entries],
                 "text_offset": offsets}
 

@@ -255,3 +255,27 @@ def test_linear_with_no_rows():
     for qtype in (T.Q4_0, T.Q4_K, T.F32):
         w = QuantTensor(random_tensor(qtype, 8, 256, rng), qtype, (8, 256))
         assert linear(np.empty((0, 256), np.float32), w).shape == (0, 8)
+
+
+@pytest.mark.parametrize("qtype", [T.F32, T.F16, T.BF16])
+@pytest.mark.parametrize("k", [35, 64])  # 35: a K that is not a multiple of the 8-lane step
+def test_float_weights_any_k_and_rows_invariant(qtype, k):
+    """Float weights: close to float64, and each row of an M-row call (the x86 kernel blocks
+    rows by four) equals the row alone, bit for bit."""
+    rng = np.random.default_rng(k)
+    n = 19
+    w32 = rng.standard_normal((n, k)).astype(np.float32)
+    if qtype == T.F32:
+        raw, wf = w32, w32
+    elif qtype == T.F16:
+        raw = w32.astype(np.float16)
+        wf = raw.astype(np.float32)
+    else:
+        raw = (w32.view(np.uint32) >> 16).astype(np.uint16)
+        wf = (raw.astype(np.uint32) << 16).view(np.float32)
+    w = QuantTensor(raw.view(np.uint8).reshape(n, -1), qtype, (n, k))
+    x = rng.standard_normal((9, k)).astype(np.float32)
+    got = linear(x, w)  # (9, n)
+    np.testing.assert_allclose(got, x.astype(np.float64) @ wf.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+    alone = np.stack([linear(x[i], w) for i in range(len(x))])
+    assert np.array_equal(got.view(np.uint32), alone.view(np.uint32))

@@ -348,6 +348,46 @@ def hsum(typingctx, acc):
 
 
 @intrinsic
+def fmadd(typingctx, acc, a, b):
+    """acc + a * b, lane-wise, always fused (llvm.fma): the order a float dot keeps for every M."""
+    if acc != f32x8 or a != f32x8 or b != f32x8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _call(builder, "llvm.fma.v8f32", _F32x8, [args[1], args[2], args[0]])
+
+    return f32x8(acc, a, b), codegen
+
+
+def _load_floats(kind):
+    """An intrinsic loading 8 weights at byte `off` of a byte array as F32x8: kind "f32"
+    (32 bytes), "f16" (16 bytes, vcvtph2ps, exact) or "bf16" (16 bytes, shifted into place)."""
+
+    def typer(typingctx, arr, off):
+        if not _is_byte_array(arr):
+            return None
+
+        def codegen(context, builder, sig, args):
+            p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+            if kind == "f32":
+                return builder.load(builder.bitcast(p, _F32x8.as_pointer()), align=1, typ=_F32x8)
+            v16 = ir.VectorType(_i16, 8)
+            h = builder.load(builder.bitcast(p, v16.as_pointer()), align=1, typ=v16)
+            if kind == "f16":
+                return builder.fpext(builder.bitcast(h, ir.VectorType(ir.HalfType(), 8)), _F32x8)
+            wide = builder.shl(builder.zext(h, _V32x8), _splat(_V32x8, 16))
+            return builder.bitcast(wide, _F32x8)
+
+        return f32x8(arr, off), codegen
+
+    typer.__name__ = f"load_{kind}x8"
+    return intrinsic(typer)
+
+
+load_f32x8, load_f16x8, load_bf16x8 = _load_floats("f32"), _load_floats("f16"), _load_floats("bf16")
+
+
+@intrinsic
 def prefetch(typingctx, arr, off):
     """Ask for the cache line holding byte `off` of a 1-D byte array (no fault past the end)."""
     if not (_is_byte_array(arr) and isinstance(off, types.Integer)):

@@ -46,20 +46,17 @@ class LLM:
 
     speculative="lookup" guesses each request's next tokens from its own prompt and text
     (prompt lookup, at most draft_max at a time) and verifies them in one step; the tokens
-    are the same as without it, and a governor turns guessing off where it does not pay."""
+    are the same as without it, and a governor turns guessing off where it does not pay.
+    draft_model="name or path.gguf" guesses with a smaller model of the same vocabulary
+    instead: greedy outputs stay the same tokens, sampled ones keep the model's distribution
+    (the rejection rule) but not a seed's exact tokens."""
 
     def __init__(self, model: str | None = None, n_ctx: int = 2048, threads: int | None = None,
                  kv_dtype: str = "f16", progress: Callable[[str, int, int], None] | None = None,
                  max_num_seqs: int = MAX_NUM_SEQS, kv_cache_gb: float | None = None,
                  speculative: str | SpeculativeConfig | None = None, draft_max: int = DRAFT_MAX,
                  draft_model: str | None = None):
-        self.path = hub.resolve(model, progress=progress, quiet=progress is None)
-        self.gguf = open_gguf(self.path)
-        self.tokenizer = tokenizer_from_metadata(self.gguf.metadata)
-        self.model = load_model(self.gguf)
-        if self.tokenizer.vocab_size > self.model.cfg.vocab_size:
-            raise GGUFError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the embedding only "
-                            f"{self.model.cfg.vocab_size} rows")
+        self.path, self.gguf, self.tokenizer, self.model = self._load(model, progress)
         if not isinstance(n_ctx, int) or n_ctx < 1:
             raise UsageError(f"n_ctx must be a positive integer, got {n_ctx!r}")
         self.n_ctx = n_ctx
@@ -71,19 +68,45 @@ class LLM:
             raise UsageError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
         self.kv_cache_gb = kv_cache_gb
         self.speculative = self._speculative_config(speculative, draft_max, draft_model)
+        self.draft_path = self.draft = None
+        if draft_model is not None:
+            self.draft_path, _, draft_tokenizer, self.draft = self._load(draft_model, progress)
+            why = self.tokenizer.vocabulary_difference(draft_tokenizer)
+            if why is not None:
+                raise UsageError(f"draft model {self.draft_path.name} cannot draft for {self.path.name}: "
+                                 f"its vocabulary is not the same ({why})")
         self._engine: Engine | None = None
 
     @staticmethod
+    def _load(model: str | None, progress):
+        """(path, GGUF file, tokenizer, model) for a name or path."""
+        path = hub.resolve(model, progress=progress, quiet=progress is None)
+        gguf_file = open_gguf(path)
+        tokenizer = tokenizer_from_metadata(gguf_file.metadata)
+        loaded = load_model(gguf_file)
+        if tokenizer.vocab_size > loaded.cfg.vocab_size:
+            raise GGUFError(f"the tokenizer has {tokenizer.vocab_size} tokens but the embedding only "
+                            f"{loaded.cfg.vocab_size} rows")
+        return path, gguf_file, tokenizer, loaded
+
+    @staticmethod
     def _speculative_config(speculative, draft_max, draft_model) -> SpeculativeConfig | None:
-        if draft_model is not None:
-            raise UsageError("draft_model: speculative decoding with a draft model is not implemented yet; "
-                             "speculative='lookup' (prompt lookup) is")
-        if speculative is None or isinstance(speculative, SpeculativeConfig):
+        if isinstance(speculative, SpeculativeConfig):
+            if (speculative.method == "draft") != (draft_model is not None):
+                raise UsageError("speculative method 'draft' needs a draft_model, and a draft_model that method")
             return speculative
-        if speculative != "lookup":
-            raise UsageError(f"speculative must be 'lookup' or None, got {speculative!r}")
+        if draft_model is not None:
+            if speculative not in (None, "draft"):
+                raise UsageError(f"draft_model drafts by itself; speculative={speculative!r} cannot go with it")
+            speculative = "draft"
+        if speculative is None:
+            return None
+        if speculative not in ("lookup", "draft"):
+            raise UsageError(f"speculative must be 'lookup' (or give draft_model), got {speculative!r}")
+        if speculative == "draft" and draft_model is None:
+            raise UsageError("speculative='draft' needs draft_model")
         try:
-            return SpeculativeConfig("lookup", arguments.check_int(draft_max, "draft_max"))
+            return SpeculativeConfig(speculative, arguments.check_int(draft_max, "draft_max"))
         except ValueError as e:
             raise UsageError(str(e)) from None
 
@@ -93,7 +116,8 @@ class LLM:
         (n_ctx x max_num_seqs tokens, or kv_cache_gb) and refused up front if the machine lacks it."""
         if self._engine is None:
             self._engine = Engine(self.model, self.tokenizer, self.n_ctx, self.threads, self.max_num_seqs,
-                                  self.kv_cache_gb, self.kv_dtype, speculative=self.speculative)
+                                  self.kv_cache_gb, self.kv_dtype, speculative=self.speculative,
+                                  draft_model=self.draft)
         return self._engine
 
     @property

@@ -153,15 +153,15 @@ def _params(**kw):
     return SamplingParams(**kw)
 
 
-def open_llm(model, n_ctx, threads, lookup: bool = False, draft_max: int | None = None):
-    """Resolve and load a model, telling the user what the slow first run is doing."""
+def open_llm(model, n_ctx, threads, speculation: dict | None = None):
+    """Resolve and load a model, telling the user what the slow first run is doing.
+    speculation: LLM's speculative keywords (from speculation_kwargs)."""
     from .api import LLM
     from .startup import first_run_notice
 
     path = resolve_model(model)
     with first_run_notice():
-        spec = {"speculative": "lookup", "draft_max": draft_max} if lookup else {}
-        llm = LLM(path, n_ctx=n_ctx, threads=threads, **spec)
+        llm = LLM(path, n_ctx=n_ctx, threads=threads, **(speculation or {}))
         llm.warmup()
     return llm
 
@@ -170,7 +170,8 @@ def speculative_options(f):
     """--draft, --lookup and --draft-max, shared by run, chat and serve."""
     opts = [
         click.option("--draft", metavar="MODEL", default=None,
-                     help="Draft model for speculative decoding (not implemented yet; --lookup is)."),
+                     help="Speculative decoding with a draft model: a smaller model with the same "
+                          "vocabulary guesses, the model verifies (greedy output unchanged)."),
         click.option("--lookup", is_flag=True,
                      help="Speculative decoding by prompt lookup: guess the next tokens from text seen "
                           "before, verify them in one step (same output, faster when the answer repeats "
@@ -183,19 +184,22 @@ def speculative_options(f):
     return f
 
 
-def check_draft(draft) -> None:
+def speculation_kwargs(draft, lookup: bool, draft_max: int) -> dict:
+    """LLM's speculative keywords for --draft / --lookup / --draft-max."""
     from .errors import UsageError
 
+    if draft is not None and lookup:
+        raise UsageError("--draft and --lookup are two ways to guess; choose one")
     if draft is not None:
-        raise UsageError("--draft: speculative decoding with a draft model is not implemented yet; "
-                         "--lookup (prompt lookup) is")
+        return {"draft_model": resolve_model(draft), "draft_max": draft_max}
+    return {"speculative": "lookup", "draft_max": draft_max} if lookup else {}
 
 
 def speculation_line(st) -> str:
     if not st.draft_steps:
         return ""
-    return (f" | lookup: {st.accepted_tokens}/{st.draft_tokens} guesses accepted ({100 * st.acceptance_rate:.0f}%),"
-            f" mean guess {st.mean_draft_len:.1f}")
+    return (f" | speculation: {st.accepted_tokens}/{st.draft_tokens} guesses accepted "
+            f"({100 * st.acceptance_rate:.0f}%), mean guess {st.mean_draft_len:.1f}")
 
 
 def run_input(llm, prompt: str, raw: bool) -> tuple[str | list[int], tuple[str, ...]]:
@@ -231,14 +235,14 @@ def run(model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_pena
     from .generation import Stats
     from .text_input import read_text, utf8_safe
 
-    check_draft(draft)
+    speculation = speculation_kwargs(draft, lookup, draft_max)
     prompt = read_text() if prompt == "-" else utf8_safe(prompt)
     if not prompt:
         raise UsageError("the prompt is empty")
     params = _params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                      repeat_penalty=repeat_penalty, seed=seed, stop=stop)
     t0 = time.perf_counter()
-    llm = open_llm(model, n_ctx, threads, lookup, draft_max)
+    llm = open_llm(model, n_ctx, threads, speculation)
     load_s = time.perf_counter() - t0
     model_input, chat_stops = run_input(llm, prompt, raw)
     st = Stats()
@@ -266,10 +270,10 @@ def chat(model, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, se
     """Chat with MODEL (default: smollm2-135m) using its chat template."""
     from .repl import ChatLoop
 
-    check_draft(draft)
+    speculation = speculation_kwargs(draft, lookup, draft_max)
     params = _params(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                      repeat_penalty=repeat_penalty, seed=seed)
-    llm = open_llm(model, n_ctx, threads, lookup, draft_max)
+    llm = open_llm(model, n_ctx, threads, speculation)
     loop = ChatLoop(llm, params, show_stats=stats)
     loop.system = system
     loop.run()
@@ -421,14 +425,14 @@ def serve(model, host, port, parallel, api_key, max_queue, n_ctx, threads, shutd
     from .errors import UsageError
     from .server import serve as run_server
 
-    check_draft(draft)
+    speculation = speculation_kwargs(draft, lookup, draft_max)
     if api_key is not None and not api_key.strip():
         raise UsageError("--api-key is empty")
     path = resolve_model(model)
     name = hub.DEFAULT_MODEL if model is None else (Path(model).stem if model.endswith(".gguf") else model)
     run_server(path, name, host=host, port=port, parallel=parallel, api_key=api_key, n_ctx=n_ctx, threads=threads,
                max_queue=max_queue, shutdown_timeout=shutdown_timeout,
-               speculative={"speculative": "lookup", "draft_max": draft_max} if lookup else None)
+               speculative=speculation or None)
 
 
 @cli.command("list")

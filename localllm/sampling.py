@@ -37,6 +37,7 @@ __all__ = [
     "apply_temperature",
     "softmax",
     "top_k_indices",
+    "draw",
 ]
 
 
@@ -282,10 +283,12 @@ class Sampler:
     matter what else runs in the batch.
     """
 
-    def __init__(self, params: SamplingParams, vocab_size: int):
+    def __init__(self, params: SamplingParams, vocab_size: int, rng: np.random.Generator | None = None):
+        """rng: the generator to draw from instead of one seeded with params.seed (a draft
+        model's sampler must not share the request's stream)."""
         self.params = params
         self.vocab_size = int(vocab_size)
-        self.rng = np.random.default_rng(params.seed)
+        self.rng = rng if rng is not None else np.random.default_rng(params.seed)
         bias = params.logit_bias or {}
         for tok in bias:
             if tok >= self.vocab_size:
@@ -379,7 +382,12 @@ class Sampler:
         if self.params.temperature == 0.0:
             return int(np.argmax(self._adjusted(logits, history)))
         ids, probs = self.distribution(logits, history)
-        # Inverse-CDF draw: one uniform per token keeps seeded streams simple.
-        cum = np.cumsum(probs)
-        j = int(np.searchsorted(cum, self.rng.random() * cum[-1], side="right"))
-        return int(ids[min(j, ids.size - 1)])
+        return draw(ids, probs, self.rng)
+
+
+def draw(ids: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> int:
+    """One of ids with probability proportional to weights (>= 0, not all 0). An inverse-CDF
+    draw: one uniform per token keeps seeded streams simple."""
+    cum = np.cumsum(weights)
+    j = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
+    return int(ids[min(j, ids.size - 1)])

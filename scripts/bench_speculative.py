@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prompt-lookup speculative decoding against plain decoding, in one process, alternating.
+"""Speculative decoding (prompt lookup, or a draft model) against plain decoding, in one process, alternating.
 
 Two prompts per model: one whose answer repeats its input (summarize a passage,
 or for a base model continue it: lookup's good case) and one that does not (a story: the governor must
@@ -11,10 +11,17 @@ guess length the governor chose. Rounds alternate plain and lookup.
     python scripts/bench_speculative.py smollm2-135m --threads 2 --rounds 2 \
         --llama-server /path/to/llama.cpp/build/bin/llama-server
 
+With --draft DRAFT.gguf the guesses come from that draft model instead (the
+issue's pair: an F16 target made with `localllm quantize --type f16` from the
+Q4 file, which drafts):
+
+    python scripts/bench_speculative.py smollm2-f16.gguf --draft smollm2-135m --threads 2 --rounds 2
+
 With --llama-server, the same prompt ids also go to llama.cpp's server, plain
-and with its prompt-lookup speculation (`--spec-type ngram-simple`, its default
-n-gram sizes), greedy (top_k 1), one request at a time; the figure is its own
-`timings.predicted_per_second`.
+and with its speculation: prompt lookup (`--spec-type ngram-simple`, its default
+n-gram sizes) or the same draft model (`-md DRAFT --draft-max K`, its other
+draft settings at their defaults), greedy (top_k 1), one request at a time; the
+figure is its own `timings.predicted_per_second`.
 """
 
 from __future__ import annotations
@@ -41,11 +48,12 @@ def prompts(llm) -> dict[str, list[int]]:
             "free text": llm.chat_ids([{"role": "user", "content": "Write a story about a dragon who cooks."}])}
 
 
-def run_once(llm, ids, n_tokens: int, speculative) -> tuple[list[int], float, object]:
+def run_once(llm, ids, n_tokens: int, speculative, draft_model=None) -> tuple[list[int], float, object]:
     from localllm.engine.engine import Engine
     from localllm.sampling import SamplingParams
 
-    engine = Engine(llm.model, llm.tokenizer, llm.n_ctx, llm.threads, max_num_seqs=1, speculative=speculative)
+    engine = Engine(llm.model, llm.tokenizer, llm.n_ctx, llm.threads, max_num_seqs=1, speculative=speculative,
+                    draft_model=draft_model if speculative is not None else None)
     try:
         engine.call(lambda: None)  # started, kernels loaded
         events = list(engine.submit(ids, SamplingParams(temperature=0, max_tokens=n_tokens)).events())
@@ -56,15 +64,16 @@ def run_once(llm, ids, n_tokens: int, speculative) -> tuple[list[int], float, ob
 
 
 def llama_server_speed(binary: str, path: str, threads: int, runs: list[tuple[list[int], int]],
-                       spec: bool) -> list[tuple[float, int, int]]:
-    """(decode t/s, drafted, accepted) per (prompt ids, n_predict) from one llama-server process."""
+                       spec: list[str]) -> list[tuple[float, int, int]]:
+    """(decode t/s, drafted, accepted) per (prompt ids, n_predict) from one llama-server process;
+    spec: its speculation options ([] for none)."""
     import subprocess
 
     import httpx
 
     port = 8797
     cmd = [binary, "-m", path, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-c", "2048",
-           "-np", "1"] + (["--spec-type", "ngram-simple"] if spec else [])
+           "-np", "1"] + spec
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -94,6 +103,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--draft-max", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--draft", default=None, metavar="MODEL", help="a draft model instead of prompt lookup")
     ap.add_argument("--llama-server", default=None, metavar="PATH", help="compare with llama.cpp's server")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -101,10 +111,17 @@ def main(argv=None) -> int:
     from localllm.speculative import SpeculativeConfig
 
     llm = LLM(args.model, n_ctx=2048, threads=args.threads)
-    config = SpeculativeConfig("lookup", args.draft_max)
-    lines = [f"prompt-lookup speculation, {Path(args.model).name}, {cpu_model()}, {args.threads} threads, greedy, "
-             f"up to {args.tokens} tokens, draft_max {args.draft_max}, median of {args.rounds} rounds", "",
-             "| prompt | tokens | plain t/s | lookup t/s | speedup | identical | accepted | mean guess |",
+    draft = LLM(args.draft, n_ctx=16, threads=args.threads) if args.draft else None  # its weights only
+    if draft is not None:
+        why = llm.tokenizer.vocabulary_difference(draft.tokenizer)
+        if why:
+            sys.exit(f"the draft's vocabulary differs: {why}")
+    method = "draft" if draft else "lookup"
+    config = SpeculativeConfig(method, args.draft_max)
+    source = f"draft model {draft.path.name}" if draft else "prompt lookup"
+    lines = [f"speculation by {source}, target {Path(args.model).name}, {cpu_model()}, {args.threads} threads, "
+             f"greedy, up to {args.tokens} tokens, draft_max {args.draft_max}, median of {args.rounds} rounds", "",
+             f"| prompt | tokens | plain t/s | {method} t/s | speedup | identical | accepted | mean guess |",
              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for name, ids in prompts(llm).items():
         plain, spec, same, last = [], [], True, None
@@ -112,26 +129,29 @@ def main(argv=None) -> int:
             order = [None, config] if r % 2 == 0 else [config, None]
             outs = {}
             for cfg in order:
-                tokens, tps, stats = run_once(llm, ids, args.tokens, cfg)
+                tokens, tps, stats = run_once(llm, ids, args.tokens, cfg, draft.model if draft else None)
                 (spec if cfg else plain).append(tps)
                 outs[cfg is not None] = tokens
                 if cfg:
                     last = stats
             same &= outs[True] == outs[False]
-            print(f"{name} round {r + 1}: plain {plain[-1]:.1f} t/s, lookup {spec[-1]:.1f} t/s", file=sys.stderr)
+            print(f"{name} round {r + 1}: plain {plain[-1]:.1f} t/s, {method} {spec[-1]:.1f} t/s", file=sys.stderr)
         p, s = statistics.median(plain), statistics.median(spec)
         lines.append(f"| {name} | {len(outs[True])} | {p:.1f} | {s:.1f} | {s / p:.2f}x | {'yes' if same else 'NO'} | "
                      f"{100 * last.acceptance_rate:.0f}% of {last.draft_tokens} | {last.mean_draft_len:.1f} |")
     if args.llama_server:
         runs = [(ids, args.tokens) for ids in prompts(llm).values()]
-        base = llama_server_speed(args.llama_server, str(llm.path), args.threads, runs, spec=False)
-        spec = llama_server_speed(args.llama_server, str(llm.path), args.threads, runs, spec=True)
-        lines += ["", "llama-server, same prompts, one run each (`--spec-type ngram-simple`):", "",
-                  "| prompt | plain t/s | lookup t/s | speedup | accepted |", "| --- | ---: | ---: | ---: | ---: |"]
+        options = (["-md", str(draft.path), "--draft-max", str(args.draft_max)] if draft
+                   else ["--spec-type", "ngram-simple"])
+        base = llama_server_speed(args.llama_server, str(llm.path), args.threads, runs, [])
+        spec = llama_server_speed(args.llama_server, str(llm.path), args.threads, runs, options)
+        shown = f"-md {draft.path.name} --draft-max {args.draft_max}" if draft else "--spec-type ngram-simple"
+        lines += ["", f"llama-server, same prompts, one run each (`{shown}`):", "",
+                  f"| prompt | plain t/s | {method} t/s | speedup | accepted |", "| --- | ---: | ---: | ---: | ---: |"]
         for name, (p, _, _), (s_, drafted, acc) in zip(prompts(llm), base, spec):
             lines.append(f"| {name} | {p:.1f} | {s_:.1f} | {s_ / p:.2f}x | {acc} of {drafted} |")
     lines += ["", f"Reproduce: `python scripts/bench_speculative.py {args.model} --threads {args.threads} "
-                  f"--tokens {args.tokens} --rounds {args.rounds}"
+                  f"--tokens {args.tokens} --rounds {args.rounds}{' --draft ' + args.draft if args.draft else ''}"
                   f"{' --llama-server PATH' if args.llama_server else ''}`"]
     print("\n".join(lines))
     return 0

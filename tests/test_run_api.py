@@ -105,8 +105,10 @@ def test_run_bad_options_are_one_line_usage_errors(args):
 def test_run_usage_errors_without_prompt_or_with_draft():
     line = one_error_line(cli("run", "smollm2-135m"), 2)
     assert "PROMPT" in line
-    line = one_error_line(cli("run", "smollm2-135m", "Hello", "--draft", "smollm2-135m"), 2)
-    assert "--draft" in line and "not implemented yet" in line
+    line = one_error_line(cli("run", "smollm2-135m", "Hello", "--draft", "smollm2-135m", "--lookup"), 2)
+    assert "--draft and --lookup" in line
+    line = one_error_line(cli("run", "smollm2-135m", "Hello", "--draft", "no-such-model-xyz"), 2)
+    assert "no-such-model-xyz" in line
     line = one_error_line(cli("run", "smollm2-135m", "-", input=""), 2)
     assert "empty" in line
 

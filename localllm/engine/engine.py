@@ -12,8 +12,10 @@ request with its own seeded sampler, detokenizes and checks stop strings.
 A request's tokens are therefore the same alone or with fifteen others.
 
 With a speculative config, each decoding request may guess its next tokens
-(`speculative.py`); the step verifies them, and the tokens that come out are
-the ones plain decoding would have given.
+(`speculative.py`: prompt lookup, or a draft model run by `drafter.py` on this
+thread); the step verifies them. Greedy and lookup-guessed tokens are the ones
+plain decoding would have given; a sampled request with a draft model goes
+through the rejection rule, which keeps the target's distribution exactly.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from ..generation import Stats, Step
 from ..kv_cache import BLOCK_SIZE, block_bytes, blocks_for
 from ..memory import format_bytes
 from ..sampling import Sampler, SamplingParams, top_k_indices, without_padding
-from ..speculative import Acceptance, Governor, PromptLookup, SpeculativeConfig
+from ..speculative import DRAFT_PRIOR, Acceptance, Governor, PromptLookup, SpeculativeConfig, rejection_step
 from ..stopping import StopChecker
 from .block_manager import BlockManager
+from .drafter import Draft, Drafter, DraftRequest
 from .request import Request
 from .runner import ModelRunner
 from .scheduler import Scheduler
@@ -92,8 +95,10 @@ class _Live:
     stopper: StopChecker
     events: "queue.Queue | EventSink"
     logprobs: int | None
-    lookup: PromptLookup | None = None  # the draft source, when the request speculates
-    acceptance: Acceptance | None = None
+    acceptance: Acceptance | None = None  # set when the request speculates
+    lookup: PromptLookup | None = None  # its draft source with prompt lookup
+    draft_sampler: Sampler | None = None  # its draft model's sampler (own generator)
+    draft: Draft | None = None  # the draft model's guesses for the coming step
     text_done: bool = False
     t_submit: float = field(default_factory=time.perf_counter)
     t_first: float | None = None
@@ -139,8 +144,13 @@ class Engine:
 
     def __init__(self, model, tokenizer, n_ctx: int, threads: int, max_num_seqs: int = MAX_NUM_SEQS,
                  kv_cache_gb: float | None = None, kv_dtype: str = "f16",
-                 max_num_batched_tokens: int = MAX_BATCHED_TOKENS, speculative: SpeculativeConfig | None = None):
+                 max_num_batched_tokens: int = MAX_BATCHED_TOKENS, speculative: SpeculativeConfig | None = None,
+                 draft_model=None):
+        """draft_model: the model that guesses when speculative.method is "draft" (the caller
+        checks that its vocabulary is the target's); its KV pool is sized like the target's."""
         c = model.cfg
+        if (draft_model is not None) != (speculative is not None and speculative.method == "draft"):
+            raise UsageError("a draft model goes with speculative method 'draft', and that method needs one")
         per_block = block_bytes(c.n_layer, c.n_head_kv, c.head_dim, c.head_dim_v, kv_dtype)
         if kv_cache_gb is not None:
             n_blocks = int(kv_cache_gb * (1 << 30) // per_block)
@@ -157,6 +167,8 @@ class Engine:
         self.runner = ModelRunner(model, self.pool, threads)
         self.governor = (Governor(speculative.draft_max, speculative.adaptive) if speculative is not None
                          else None)
+        self.drafter = (Drafter(draft_model, tokenizer.vocab_size, n_ctx, max_num_seqs, speculative.draft_max, threads,
+                                kv_dtype) if draft_model is not None else None)
         self._live: dict[str, _Live] = {}
         self._inbox: queue.Queue = queue.Queue()
         self._wake = threading.Event()
@@ -253,6 +265,8 @@ class Engine:
         numba.set_num_threads(self.threads)  # per thread in numba: the engine's own count
         # compile (or load) the kernels here, before the first request is timed
         self.model.forward([0], self.model.new_cache(BLOCK_SIZE, self.pool.dtype))
+        if self.drafter is not None:
+            self.drafter.warm_up()
         while True:
             if not self._drain_inbox():
                 return
@@ -305,7 +319,12 @@ class Engine:
         live = _Live(req, Sampler(params, self.model.cfg.vocab_size), tok.stream_decoder(),
                      StopChecker(params.stop), events, logprobs)
         if self.governor is not None and speculate:
-            live.lookup, live.acceptance = PromptLookup(), Acceptance()
+            if self.drafter is None:
+                live.acceptance, live.lookup = Acceptance(), PromptLookup()
+            else:  # its own generator: the request's stays the target's, draw for draw
+                live.acceptance = Acceptance(DRAFT_PRIOR)
+                live.draft_sampler = Sampler(params, self.drafter.model.cfg.vocab_size,
+                                             np.random.default_rng(None if params.seed is None else [params.seed, 1]))
         self._live[rid] = live
         self.scheduler.add(req)
 
@@ -314,11 +333,14 @@ class Engine:
             self._propose_drafts()
         step = self.scheduler.schedule()
         self.preemptions += len(step.preempted)
+        if self.drafter is not None:
+            for req in step.preempted:
+                self.drafter.release(req.request_id)
         self._report_finished(step.finished)
         if step.is_empty:
             return
         t0 = time.perf_counter()
-        rows = self.runner.execute(step)
+        rows = self.runner.execute(step.chunks, step.copies)
         if self.governor is not None:
             self.governor.record_step(step.num_tokens, time.perf_counter() - t0)
         sampled, logprobs, before = {}, {}, {}
@@ -343,15 +365,21 @@ class Engine:
         there: the accepted guesses and the token after them (just the next token without a
         draft). The same sampler calls, in the same order, as decoding one token at a time."""
         draft = chunk.draft
+        dists = live.draft.distributions if live.draft is not None else None  # None: one-hot guesses
+        live.draft = None
         history = live.request.all_ids
         tokens, lps = [], []
         for i, row in enumerate(rows):  # rows: (1 + num_draft, vocab)
             logits = without_padding(row, self.tokenizer.vocab_size)
-            token = live.sampler.sample(logits, history)
+            if dists is not None and i < len(draft):  # a guess drawn from the draft's distribution
+                q_ids, q = live.sampler.distribution(logits, history)
+                token = rejection_step(q_ids, q, *dists[i], draft[i], live.sampler.rng)
+            else:
+                token = live.sampler.sample(logits, history)
             tokens.append(token)
             if live.logprobs is not None:
                 lps.append(self._logprob(logits, token, live.logprobs))
-            if i == len(draft) or token != draft[i]:
+            if i == len(draft) or token != draft[i]:  # a rejection never gives back the guess
                 break
             history.append(token)
         if chunk.num_draft:
@@ -363,14 +391,40 @@ class Engine:
         running = self.scheduler.running
         decoding = sum(1 for r in running if r.num_uncomputed == 1)
         rows = min(sum(r.num_uncomputed for r in running), self.scheduler.max_num_batched_tokens)
+        wants: dict[str, DraftRequest] = {}
+        first_rows, passes = 0, []  # the draft model's first pass and later passes, rows so far
         for req in running:
             live = self._live.get(req.request_id)
-            if live is None or live.lookup is None or req.num_uncomputed != 1:
+            if live is None or live.acceptance is None or live.acceptance.stopped or req.num_uncomputed != 1:
                 continue
-            guess = live.lookup.propose(req.all_ids, self.governor.draft_max)
-            k = self.governor.choose(live.acceptance, rows, decoding, len(guess))
-            req.draft = guess[:k]
+            if live.lookup is not None:
+                guess = live.lookup.propose(req.all_ids, self.governor.draft_max)
+                k = self.governor.choose(live.acceptance, rows, decoding, len(guess))
+                req.draft = guess[:k]
+            else:  # a guess may become an output, so the room left bounds it
+                ids = req.all_ids
+                # the steady state's catch-up (one or two tokens) is what the choice weighs: a new
+                # request's first pass also prefills its prompt, a one-time cost of drafting at all
+                catch_up = min(self.drafter.catch_up_len(req.request_id, ids), 2)
+                room = req.max_tokens - len(req.output_ids) - 1
+                k = self.governor.choose(
+                    live.acceptance, rows, decoding, room,
+                    lambda k: self.governor.draft_seconds(k, catch_up, first_rows, passes))
+                if not k:  # off for good (a draft model is not probed): its cache can go
+                    live.acceptance.stopped = True
+                    self.drafter.release(req.request_id)
+                else:
+                    wants[req.request_id] = DraftRequest(ids, k, live.draft_sampler)
+                    first_rows += catch_up
+                    passes += [0] * (k - 1 - len(passes))
+                    for j in range(k - 1):
+                        passes[j] += 1
             rows += k
+        if wants:
+            drafts = self.drafter.propose(wants, self.governor.record_draft_step)
+            for rid, draft in drafts.items():
+                self._live[rid].draft = draft
+                self.scheduler.get(rid).draft = list(draft.tokens)
 
     @staticmethod
     def _logprob(logits: np.ndarray, token: int, n_top: int) -> TokenLogprob:
@@ -401,6 +455,8 @@ class Engine:
 
     def _finish_live(self, live: _Live, reason: str, stats: Stats, error: str | None = None) -> None:
         del self._live[live.request.request_id]
+        if self.drafter is not None:
+            self.drafter.release(live.request.request_id)
         tail = ""
         if not live.text_done:
             tail, stopped = live.stopper.push(live.detok.flush())

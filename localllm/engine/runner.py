@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from collections.abc import Sequence
+
 from ..kv_cache import KVPool
 from ..models.forward_pass import key_splits
-from .scheduler import SchedulerStep
 
 
 class ModelRunner:
@@ -21,13 +22,16 @@ class ModelRunner:
     def __init__(self, model, pool: KVPool, threads: int):
         self.model, self.pool, self.threads = model, pool, threads
 
-    def execute(self, step: SchedulerStep) -> dict[str, np.ndarray]:
-        """Compute the step's chunks; return {request_id: (rows, vocab) logits} for chunks that
-        sample: one row, or one per draft token plus one when the chunk speculates."""
-        for src, dst in step.copies:  # copy-on-write before anything writes the new blocks
+    def execute(self, chunks: Sequence, copies: Sequence[tuple[int, int]] = ()) -> dict[str, np.ndarray]:
+        """Compute the chunks (a scheduler step's, or a draft model's); return {request_id:
+        (rows, vocab) logits} for chunks with logit rows: their last num_logit_rows rows (one
+        for a plain sample, one per draft token plus one when the chunk speculates).
+
+        A chunk has request_id, start, end, token_ids, block_table and num_logit_rows.
+        copies are the copy-on-write block copies to make before anything is written."""
+        for src, dst in copies:
             self.pool.copy_block(src, dst)
-        chunks = step.chunks
-        T = step.num_tokens
+        T = sum(len(c.token_ids) for c in chunks)
         bs = self.pool.block_size
         tokens = np.empty(T, np.int64)  # (T,)
         positions = np.empty(T, np.int32)  # (T,)
@@ -48,7 +52,7 @@ class ModelRunner:
             m = c.num_logit_rows
             if m:
                 logit_rows.extend(range(r + n - m, r + n))
-                sampling.append((c.request.request_id, m))
+                sampling.append((c.request_id, m))
             r += n
         n_split = key_splits(T, int(positions[0]), self.model.cfg.n_head_kv, self.threads)
         logits = self.model.run_batch(tokens, positions, seq, tables, slots, np.array(logit_rows, np.int64),

@@ -55,6 +55,10 @@ class ScheduledChunk:
     num_draft: int = 0  # the last num_draft token_ids are speculative: every one of them needs logits
 
     @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
     def draft(self) -> list[int]:
         return self.token_ids[len(self.token_ids) - self.num_draft:]
 

@@ -1,80 +1,121 @@
-"""F32, F16 and BF16 weights on x86: 8-lane fused dots, up to four activation rows per weight load.
+"""F32, F16 and BF16 weights on x86: 8-lane fused dots, four activation rows per weight load.
 
-Each output element is the same sum whatever M is: lane l accumulates the
-products at k = l, l + 8, ... with fused multiply-adds, the lanes are summed
-in one fixed order (hsum), and the K % 8 tail is added last, in order. A
-block of four rows shares each widened weight vector, which is what makes a
+Each output element is the same sum whatever M is: two 8-lane accumulators
+take the products at k = 16j + l and 16j + 8 + l with fused multiply-adds, a
+last 8 (when K % 16 >= 8) goes to the first, the two are added and their lanes
+summed in one fixed order (hsum), and the K % 8 tail is added last, in order.
+Two accumulators per row, not one, because a chain of dependent FMAs waits 4
+cycles for each: with one the kernel was latency-bound, not memory-bound.
+
+A block of four rows shares each widened weight vector, which is what makes a
 small batch (speculative verification, batched decode) cost little more than
-one row: the weights are read once and every load feeds four FMAs.
+one row: the weights are read once and every load feeds four rows' FMAs. Two
+or three leftover rows run as a block with repeated rows (the same arithmetic,
+outputs dropped); a single leftover row runs alone.
+
+The weight format travels as the dtype of the weights' view (float32, uint16 for
+F16, int16 for BF16's bit patterns), so each format compiles its own loop with
+no test of the format inside it.
 """
 
 import localllm._numba_setup  # noqa: F401
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from localllm.quant.f16 import bf16_to_f32, f16_to_f32
-from localllm.quant.simd_x86 import fmadd, fzero, hsum, load_bf16x8, load_f16x8, load_f32x8
+from localllm.quant.simd_x86 import fmadd, fzero, hsum, load8, vadd
 
 ROW_BLOCK = 4  # activation rows that share each weight load
 
 
-@njit(inline="always", cache=True)
-def _wvec(row, code, k):
-    """Weights k .. k+7 of one raw row as F32x8."""
-    if code == 0:
-        return load_f32x8(row, 4 * k)
-    if code == 1:
-        return load_f16x8(row, 2 * k)
-    return load_bf16x8(row, 2 * k)
+def _widen(v):
+    raise NotImplementedError  # numba-only
+
+
+@overload(_widen, inline="always")
+def _widen_impl(v):
+    if v == types.float32:
+        return lambda v: v
+    if v == types.uint16:
+        return lambda v: f16_to_f32(v)
+    if v == types.int16:
+        return lambda v: bf16_to_f32(np.uint16(v))
+    return None
 
 
 @njit(inline="always", cache=True)
-def _wscalar(row, code, k):
-    if code == 0:
-        return row[4 * k : 4 * k + 4].view(np.float32)[0]
-    h = np.uint16(row[2 * k]) | (np.uint16(row[2 * k + 1]) << np.uint16(8))
-    return f16_to_f32(h) if code == 1 else bf16_to_f32(h)
-
-
-@njit(inline="always", cache=True)
-def _tail(row, code, xr, k0, s):
-    """s plus the products past the last full 8-lane step, in order."""
-    for k in range(k0, xr.shape[0]):
-        s += _wscalar(row, code, k) * xr[k]
+def _finish(w, xr, lo, hi, K16, K8):
+    """One element from its two accumulators: the odd 8 past K16, the lane sum, the tail."""
+    if K8 > K16:
+        lo = fmadd(lo, load8(w, K16), load8(xr, K16))
+    s = hsum(vadd(lo, hi))
+    for k in range(K8, xr.shape[0]):
+        s += _widen(w[k]) * xr[k]
     return s
 
 
+@njit(inline="always", cache=True)
+def _one_row(w, xr, K16, K8):
+    lo, hi = fzero(), fzero()
+    for k in range(0, K16, 16):
+        lo = fmadd(lo, load8(w, k), load8(xr, k))
+        hi = fmadd(hi, load8(w, k + 8), load8(xr, k + 8))
+    return _finish(w, xr, lo, hi, K16, K8)
+
+
+@njit(inline="always", cache=True)
+def _four_rows(w, x, out, r, m0, m1, m2, m3, n_valid, K16, K8):
+    """Rows m0..m3 of x against weight row w; writes the first n_valid of them to out[:, r]."""
+    x0, x1, x2, x3 = x[m0], x[m1], x[m2], x[m3]
+    l0, l1, l2, l3 = fzero(), fzero(), fzero(), fzero()
+    h0, h1, h2, h3 = fzero(), fzero(), fzero(), fzero()
+    for k in range(0, K16, 16):
+        v = load8(w, k)
+        l0 = fmadd(l0, v, load8(x0, k))
+        l1 = fmadd(l1, v, load8(x1, k))
+        l2 = fmadd(l2, v, load8(x2, k))
+        l3 = fmadd(l3, v, load8(x3, k))
+        v = load8(w, k + 8)
+        h0 = fmadd(h0, v, load8(x0, k + 8))
+        h1 = fmadd(h1, v, load8(x1, k + 8))
+        h2 = fmadd(h2, v, load8(x2, k + 8))
+        h3 = fmadd(h3, v, load8(x3, k + 8))
+    out[m0, r] = _finish(w, x0, l0, h0, K16, K8)
+    if n_valid > 1:
+        out[m1, r] = _finish(w, x1, l1, h1, K16, K8)
+    if n_valid > 2:
+        out[m2, r] = _finish(w, x2, l2, h2, K16, K8)
+    if n_valid > 3:
+        out[m3, r] = _finish(w, x3, l3, h3, K16, K8)
+
+
 @njit(parallel=True, cache=True)
-def mm_float(raw, code, x, out, n_tiles):
-    """out (M, N) = x (M, K) @ W.T for F32 (code 0), F16 (1) and BF16 (30) rows raw (N, row_bytes)."""
-    N = raw.shape[0]
+def _mm_typed(W, x, out, n_tiles):
+    """out (M, N) = x (M, K) @ W.T, W (N, K) float32, uint16 (F16) or int16 (BF16 bits)."""
+    N = W.shape[0]
     M, K = x.shape
-    K8 = K - K % 8
+    K16, K8 = K - K % 16, K - K % 8
     size = (N + n_tiles - 1) // n_tiles
     for t in prange(n_tiles):
         for r in range(min(N, t * size), min(N, (t + 1) * size)):
-            row = raw[r]  # (row_bytes,)
+            w = W[r]  # (K,)
             m = 0
-            while m + ROW_BLOCK <= M:
-                x0, x1, x2, x3 = (x[m].view(np.uint8), x[m + 1].view(np.uint8),
-                                  x[m + 2].view(np.uint8), x[m + 3].view(np.uint8))  # (4K,) bytes each
-                a0, a1, a2, a3 = fzero(), fzero(), fzero(), fzero()
-                for k in range(0, K8, 8):
-                    w = _wvec(row, code, k)
-                    a0 = fmadd(a0, w, load_f32x8(x0, 4 * k))
-                    a1 = fmadd(a1, w, load_f32x8(x1, 4 * k))
-                    a2 = fmadd(a2, w, load_f32x8(x2, 4 * k))
-                    a3 = fmadd(a3, w, load_f32x8(x3, 4 * k))
-                out[m, r] = _tail(row, code, x[m], K8, hsum(a0))
-                out[m + 1, r] = _tail(row, code, x[m + 1], K8, hsum(a1))
-                out[m + 2, r] = _tail(row, code, x[m + 2], K8, hsum(a2))
-                out[m + 3, r] = _tail(row, code, x[m + 3], K8, hsum(a3))
-                m += ROW_BLOCK
-            while m < M:
-                xb = x[m].view(np.uint8)  # (4K,)
-                a = fzero()
-                for k in range(0, K8, 8):
-                    a = fmadd(a, _wvec(row, code, k), load_f32x8(xb, 4 * k))
-                out[m, r] = _tail(row, code, x[m], K8, hsum(a))
-                m += 1
+            while M - m >= 2:  # blocks of four; two or three left: a block with repeated rows
+                n = min(ROW_BLOCK, M - m)
+                _four_rows(w, x, out, r, m, m + 1, m + min(2, n - 1), m + min(3, n - 1), n, K16, K8)
+                m += n
+            if m < M:
+                out[m, r] = _one_row(w, x[m], K16, K8)
+
+
+@njit(cache=True)
+def mm_float(raw, code, x, out, n_tiles):
+    """out (M, N) = x (M, K) @ W.T for F32 (code 0), F16 (1) and BF16 (30) rows raw (N, row_bytes)."""
+    if code == 0:
+        _mm_typed(raw.view(np.float32), x, out, n_tiles)
+    elif code == 1:
+        _mm_typed(raw.view(np.uint16), x, out, n_tiles)
+    else:
+        _mm_typed(raw.view(np.int16), x, out, n_tiles)

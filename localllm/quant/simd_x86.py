@@ -359,32 +359,39 @@ def fmadd(typingctx, acc, a, b):
     return f32x8(acc, a, b), codegen
 
 
-def _load_floats(kind):
-    """An intrinsic loading 8 weights at byte `off` of a byte array as F32x8: kind "f32"
-    (32 bytes), "f16" (16 bytes, vcvtph2ps, exact) or "bf16" (16 bytes, shifted into place)."""
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b, lane-wise."""
+    if a != f32x8 or b != f32x8:
+        return None
 
-    def typer(typingctx, arr, off):
-        if not _is_byte_array(arr):
-            return None
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
 
-        def codegen(context, builder, sig, args):
-            p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-            if kind == "f32":
-                return builder.load(builder.bitcast(p, _F32x8.as_pointer()), align=1, typ=_F32x8)
-            v16 = ir.VectorType(_i16, 8)
-            h = builder.load(builder.bitcast(p, v16.as_pointer()), align=1, typ=v16)
-            if kind == "f16":
-                return builder.fpext(builder.bitcast(h, ir.VectorType(ir.HalfType(), 8)), _F32x8)
-            wide = builder.shl(builder.zext(h, _V32x8), _splat(_V32x8, 16))
-            return builder.bitcast(wide, _F32x8)
-
-        return f32x8(arr, off), codegen
-
-    typer.__name__ = f"load_{kind}x8"
-    return intrinsic(typer)
+    return f32x8(a, b), codegen
 
 
-load_f32x8, load_f16x8, load_bf16x8 = _load_floats("f32"), _load_floats("f16"), _load_floats("bf16")
+@intrinsic
+def load8(typingctx, arr, idx):
+    """Elements idx .. idx+7 of a 1-D array as F32x8: float32 as they are, uint16 as f16
+    (vcvtph2ps, exact), int16 as bf16 bit patterns (shifted into place, exact)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype in (types.float32, types.uint16,
+                                                                             types.int16)):
+        return None
+    kind = arr.dtype
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        p = builder.gep(ary.data, [context.cast(builder, args[1], sig.args[1], types.intp)])
+        if kind == types.float32:
+            return builder.load(builder.bitcast(p, _F32x8.as_pointer()), align=1, typ=_F32x8)
+        v16 = ir.VectorType(_i16, 8)
+        h = builder.load(builder.bitcast(p, v16.as_pointer()), align=1, typ=v16)
+        if kind == types.uint16:
+            return builder.fpext(builder.bitcast(h, ir.VectorType(ir.HalfType(), 8)), _F32x8)
+        return builder.bitcast(builder.shl(builder.zext(h, _V32x8), _splat(_V32x8, 16)), _F32x8)
+
+    return f32x8(arr, idx), codegen
 
 
 @intrinsic

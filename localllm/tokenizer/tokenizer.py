@@ -103,6 +103,24 @@ class Tokenizer:
     def stream_decoder(self, special: bool = True) -> StreamDecoder:
         return StreamDecoder(self._detok, special)
 
+    def vocabulary_difference(self, other: "Tokenizer") -> str | None:
+        """Why other's token ids do not mean the same as this tokenizer's, or None if they do
+        (a draft model must share the target's vocabulary)."""
+        a, b = self._vocab, other._vocab
+        if a.model != b.model:
+            return f"tokenizer kinds differ ({a.model} vs {b.model})"
+        if a.size != b.size:
+            return f"vocabulary sizes differ ({a.size} vs {b.size} tokens)"
+        for name in ("bos_id", "eos_id", "eot_id"):
+            if getattr(a, name) != getattr(b, name):
+                return f"{name} differs ({getattr(a, name)} vs {getattr(b, name)})"
+        if a.eog_ids != b.eog_ids:
+            return "end-of-generation tokens differ"
+        if a.tokens != b.tokens:
+            first = next(i for i, (x, y) in enumerate(zip(a.tokens, b.tokens)) if x != y)
+            return f"token {first} differs ({a.tokens[first]!r} vs {b.tokens[first]!r})"
+        return None
+
     def __repr__(self) -> str:
         return f"Tokenizer(model={self._vocab.model!r}, pre={self._vocab.pre!r}, vocab_size={self.vocab_size})"
 

@@ -35,12 +35,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts
 from bench_vs_llamacpp import cpu_model  # noqa: E402
-PASSAGE = (ROOT / "tests" / "reference" / "texts" / "gpl-2.txt").read_text()[2000:3600]
+TEXT = (ROOT / "tests" / "reference" / "texts" / "gpl-2.txt").read_text()
 
 
-def prompts(llm) -> dict[str, list[int]]:
+def prompts(llm, passage_chars: int = 1600) -> dict[str, list[int]]:
     from localllm.chat import chat_template_from_metadata
 
+    PASSAGE = TEXT[2000 : 2000 + passage_chars]
     if chat_template_from_metadata(llm.gguf.metadata) is None:  # a base model: continue plain text
         return {"repeats its input": llm.prompt_ids(PASSAGE + "\n\n" + PASSAGE[:160]),
                 "free text": llm.prompt_ids("Once upon a time, in a small village by the sea,")}
@@ -67,27 +68,38 @@ def llama_server_speed(binary: str, path: str, threads: int, runs: list[tuple[li
                        spec: list[str]) -> list[tuple[float, int, int]]:
     """(decode t/s, drafted, accepted) per (prompt ids, n_predict) from one llama-server process;
     spec: its speculation options ([] for none)."""
+    import json
     import subprocess
+    import tempfile
+    import urllib.error
+    import urllib.request
 
-    import httpx
+    def post(route: str, body: dict) -> dict:  # the standard library: the 16-core machine has no httpx
+        req = urllib.request.Request(url + route, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.loads(r.read())
 
     port = 8797
     cmd = [binary, "-m", path, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-c", "2048",
            "-np", "1"] + spec
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
+            if proc.poll() is not None:
+                log.seek(0)
+                sys.exit(f"llama-server exited ({proc.returncode}): {log.read().decode(errors='replace')[-1500:]}")
             try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.2)
         out = []
         for ids, n in runs:
-            r = httpx.post(url + "/completion", json={"prompt": ids, "n_predict": n, "top_k": 1, "temperature": 0,
-                                                      "cache_prompt": False}, timeout=600).json()
+            r = post("/completion", {"prompt": ids, "n_predict": n, "top_k": 1, "temperature": 0, "cache_prompt": False})
             t = r["timings"]
             out.append((t["predicted_per_second"], t.get("draft_n", 0), t.get("draft_n_accepted", 0)))
         return out
@@ -103,6 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--draft-max", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--passage-chars", type=int, default=1600, help="length of the text the first prompt repeats")
     ap.add_argument("--draft", default=None, metavar="MODEL", help="a draft model instead of prompt lookup")
     ap.add_argument("--llama-server", default=None, metavar="PATH", help="compare with llama.cpp's server")
     args = ap.parse_args(argv)
@@ -123,7 +136,7 @@ def main(argv=None) -> int:
              f"greedy, up to {args.tokens} tokens, draft_max {args.draft_max}, median of {args.rounds} rounds", "",
              f"| prompt | tokens | plain t/s | {method} t/s | speedup | identical | accepted | mean guess |",
              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
-    for name, ids in prompts(llm).items():
+    for name, ids in prompts(llm, args.passage_chars).items():
         plain, spec, same, last = [], [], True, None
         for r in range(args.rounds):
             order = [None, config] if r % 2 == 0 else [config, None]
@@ -140,15 +153,17 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {len(outs[True])} | {p:.1f} | {s:.1f} | {s / p:.2f}x | {'yes' if same else 'NO'} | "
                      f"{100 * last.acceptance_rate:.0f}% of {last.draft_tokens} | {last.mean_draft_len:.1f} |")
     if args.llama_server:
-        runs = [(ids, args.tokens) for ids in prompts(llm).values()]
-        options = (["-md", str(draft.path), "--draft-max", str(args.draft_max)] if draft
+        runs = [(ids, args.tokens) for ids in prompts(llm, args.passage_chars).values()]
+        print("\n".join(lines), flush=True)  # localllm's table first: it stands if the server fails
+        lines = []
+        options = (["-md", str(draft.path), "--spec-draft-n-max", str(args.draft_max)] if draft
                    else ["--spec-type", "ngram-simple"])
         base = llama_server_speed(args.llama_server, str(llm.path), args.threads, runs, [])
         spec = llama_server_speed(args.llama_server, str(llm.path), args.threads, runs, options)
-        shown = f"-md {draft.path.name} --draft-max {args.draft_max}" if draft else "--spec-type ngram-simple"
+        shown = f"-md {draft.path.name} --spec-draft-n-max {args.draft_max}" if draft else "--spec-type ngram-simple"
         lines += ["", f"llama-server, same prompts, one run each (`{shown}`):", "",
                   f"| prompt | plain t/s | {method} t/s | speedup | accepted |", "| --- | ---: | ---: | ---: | ---: |"]
-        for name, (p, _, _), (s_, drafted, acc) in zip(prompts(llm), base, spec):
+        for name, (p, _, _), (s_, drafted, acc) in zip(prompts(llm, args.passage_chars), base, spec):
             lines.append(f"| {name} | {p:.1f} | {s_:.1f} | {s_ / p:.2f}x | {acc} of {drafted} |")
     lines += ["", f"Reproduce: `python scripts/bench_speculative.py {args.model} --threads {args.threads} "
                   f"--tokens {args.tokens} --rounds {args.rounds}{' --draft ' + args.draft if args.draft else ''}"

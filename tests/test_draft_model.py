@@ -153,10 +153,35 @@ def test_llm_with_draft_model_batches_with_plain_requests(smollm2_path):
         want = [c.token_ids for c in plain.generate(prompts, max_tokens=24, temperature=0)]
     finally:
         plain.close()
-    spec = LLM(str(smollm2_path), n_ctx=512, threads=2, draft_model=str(smollm2_path), draft_max=3)
+    spec = LLM(str(smollm2_path), n_ctx=512, threads=2, draft_model=str(smollm2_path),
+               speculative=SpeculativeConfig("draft", 3, adaptive=False))  # always guess: the governor would not
     try:
         outs = spec.generate(prompts, max_tokens=24, temperature=0)
     finally:
         spec.close()
     assert [c.token_ids for c in outs] == want
-    assert all(c.stats.draft_steps > 0 and c.stats.mean_draft_len <= 3 for c in outs)
+    for c in outs:
+        assert c.stats.draft_steps > 0 and c.stats.mean_draft_len <= 3
+        assert c.stats.accepted_tokens == c.stats.draft_tokens  # the draft is the target
+
+
+def test_governor_weighs_draft_passes():
+    """A draft pass as dear as a target step never pays (each yields at most one token); a cheap
+    one does, and passes other requests already run cost only their extra row."""
+    from localllm.speculative import DRAFT_PRIOR, Acceptance, Governor
+
+    sure = Acceptance(DRAFT_PRIOR)
+    sure.accepted, sure.rejected = 19.0, 1.0  # 95% of guesses kept
+    g = Governor(8)
+    for rows in (1, 2, 5, 9):
+        g.record_step(rows, 0.010 + 0.001 * rows)  # the target: nearly memory-bound
+    g.record_draft_step(1, 0.010)
+    g.record_draft_step(2, 0.011)
+    dear = g.choose(sure, 1, 1, 8, lambda k: g.draft_seconds(k, 2, 0, []))
+    assert dear == 0
+    for _ in range(60):  # a draft ten times cheaper (the costs are smoothed: repeat until they settle)
+        g.record_draft_step(1, 0.001)
+        g.record_draft_step(2, 0.0012)
+    assert g.choose(sure, 1, 1, 8, lambda k: g.draft_seconds(k, 2, 0, [])) >= 4
+    # passes already running for another request: only the extra row is paid
+    assert g.draft_seconds(3, 1, 1, [1, 1]) == pytest.approx(3 * (0.0012 - 0.001), rel=1e-3)

@@ -92,6 +92,16 @@ class Drafter:
             return len(ids) - self.block_manager.cached_prefix_len(ids)
         return len(ids) - _shared_prefix(held, ids)
 
+    def prefill(self, prompts: Mapping[str, list[int]], on_step: Callable[[int, float], None] | None = None) -> None:
+        """Put each request's tokens (its prompt, once the target has prefilled it) in the draft
+        cache now, so the first guesses only feed the newest token: the draft's prompt
+        processing then belongs to the request's prefill, as the target's does."""
+        chunks = [c for rid, ids in prompts.items() if (c := self._catch_up(rid, ids, logits=False)) is not None]
+        while chunks:
+            self._run_pass(chunks, on_step)
+            chunks = [p for c in chunks if c.end < len(prompts[c.request_id])
+                      and (p := self._piece(c.request_id, prompts[c.request_id], c.end, logits=False)) is not None]
+
     def propose(self, wants: Mapping[str, DraftRequest],
                 on_step: Callable[[int, float], None] | None = None) -> dict[str, Draft]:
         """Draft wants[rid].k tokens after wants[rid].ids for every request; on_step(rows, seconds)
@@ -101,14 +111,7 @@ class Drafter:
                   for rid, w in wants.items()}
         chunks = [c for rid, w in wants.items() if (c := self._catch_up(rid, w.ids)) is not None]
         while chunks:
-            copies = []
-            for c in chunks:
-                copies += self.block_manager.append_slots(c.request_id, len(c.token_ids))
-                c.block_table = self.block_manager.block_table(c.request_id)
-            t0 = time.perf_counter()
-            rows = self.runner.execute(chunks, copies)
-            if on_step is not None:
-                on_step(sum(len(c.token_ids) for c in chunks), time.perf_counter() - t0)
+            rows = self._run_pass(chunks, on_step)
             chunks = self._next_chunks(chunks, rows, wants, drafts)
         for rid, w in wants.items():
             held = self._held.get(rid)
@@ -116,7 +119,21 @@ class Drafter:
                 self.block_manager.commit(rid, w.ids, min(len(held), len(w.ids)))
         return drafts
 
-    def _catch_up(self, rid: str, ids: list[int]) -> DraftChunk | None:
+    def _run_pass(self, chunks: list[DraftChunk], on_step) -> dict[str, np.ndarray]:
+        """One forward pass of the draft model over the chunks; their tokens become held."""
+        copies = []
+        for c in chunks:
+            copies += self.block_manager.append_slots(c.request_id, len(c.token_ids))
+            c.block_table = self.block_manager.block_table(c.request_id)
+        t0 = time.perf_counter()
+        rows = self.runner.execute(chunks, copies)
+        if on_step is not None:
+            on_step(sum(len(c.token_ids) for c in chunks), time.perf_counter() - t0)
+        for c in chunks:
+            self._held[c.request_id] += c.token_ids
+        return rows
+
+    def _catch_up(self, rid: str, ids: list[int], logits: bool = True) -> DraftChunk | None:
         """The first chunk for a request: its tokens after the longest prefix the draft cache
         shares with them (always at least the last one, whose logits give the first guess)."""
         bm = self.block_manager
@@ -127,17 +144,18 @@ class Drafter:
         keep = _shared_prefix(held, ids)
         bm.truncate(rid, keep)
         del held[keep:]
-        return self._piece(rid, ids, keep)
+        return self._piece(rid, ids, keep, logits)
 
-    def _piece(self, rid: str, ids: list[int], start: int) -> DraftChunk | None:
+    def _piece(self, rid: str, ids: list[int], start: int, logits: bool = True) -> DraftChunk | None:
         """ids[start:] as the next chunk, at most CATCH_UP_CHUNK tokens; only the last piece
-        asks for logits. None (and the request forgotten) if the pool cannot hold it."""
+        asks for logits (when logits is set). None (and the request forgotten) if the pool
+        cannot hold it."""
         feed = ids[start : start + CATCH_UP_CHUNK]
         if not self.block_manager.can_append(rid, len(feed)):
             self.release(rid)
             return None
         last = start + len(feed) == len(ids)
-        return DraftChunk(rid, start, feed, [], 1 if last else 0)
+        return DraftChunk(rid, start, feed, [], 1 if last and logits else 0)
 
     def _next_chunks(self, chunks: list[DraftChunk], rows: dict[str, np.ndarray],
                      wants: Mapping[str, DraftRequest], drafts: dict[str, Draft]) -> list[DraftChunk]:
@@ -145,7 +163,6 @@ class Drafter:
         nxt = []
         for c in chunks:
             rid, w, d = c.request_id, wants[c.request_id], drafts[c.request_id]
-            self._held[rid] += c.token_ids
             if c.num_logit_rows == 0:  # a long catch-up, continued
                 piece = self._piece(rid, w.ids, c.end)
                 if piece is not None:

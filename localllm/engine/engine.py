@@ -343,6 +343,8 @@ class Engine:
         rows = self.runner.execute(step.chunks, step.copies)
         if self.governor is not None:
             self.governor.record_step(step.num_tokens, time.perf_counter() - t0)
+        if self.drafter is not None:
+            self._prefill_drafts(step)
         sampled, logprobs, before = {}, {}, {}
         for chunk in step.chunks:
             if chunk.sample:
@@ -385,6 +387,18 @@ class Engine:
         if chunk.num_draft:
             live.acceptance.record(chunk.num_draft, len(tokens) - 1)
         return tokens, lps
+
+    def _prefill_drafts(self, step) -> None:
+        """Requests whose prompt the step finished: the draft model processes it too, before
+        their first token (so it counts in time to first token, as the target's prefill does)."""
+        prompts = {}
+        for chunk in step.chunks:
+            req = chunk.request
+            live = self._live.get(req.request_id)
+            if chunk.sample and not req.output_ids and live is not None and live.acceptance is not None:
+                prompts[req.request_id] = req.all_ids
+        if prompts:
+            self.drafter.prefill(prompts, self.governor.record_draft_step)
 
     def _propose_drafts(self) -> None:
         """Give each speculating request that is about to decode the guess the governor pays for."""

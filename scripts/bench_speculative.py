@@ -19,7 +19,7 @@ Q4 file, which drafts):
 
 With --llama-server, the same prompt ids also go to llama.cpp's server, plain
 and with its speculation: prompt lookup (`--spec-type ngram-simple`, its default
-n-gram sizes) or the same draft model (`-md DRAFT --draft-max K`, its other
+n-gram sizes) or the same draft model (`-md DRAFT --spec-type draft-simple --spec-draft-n-max K`, its other
 draft settings at their defaults), greedy (top_k 1), one request at a time; the
 figure is its own `timings.predicted_per_second`.
 """
@@ -156,11 +156,11 @@ def main(argv=None) -> int:
         runs = [(ids, args.tokens) for ids in prompts(llm, args.passage_chars).values()]
         print("\n".join(lines), flush=True)  # localllm's table first: it stands if the server fails
         lines = []
-        options = (["-md", str(draft.path), "--spec-draft-n-max", str(args.draft_max)] if draft
+        options = (["-md", str(draft.path), "--spec-type", "draft-simple", "--spec-draft-n-max", str(args.draft_max)] if draft
                    else ["--spec-type", "ngram-simple"])
         base = llama_server_speed(args.llama_server, str(llm.path), args.threads, runs, [])
         spec = llama_server_speed(args.llama_server, str(llm.path), args.threads, runs, options)
-        shown = f"-md {draft.path.name} --spec-draft-n-max {args.draft_max}" if draft else "--spec-type ngram-simple"
+        shown = f"-md {draft.path.name} --spec-type draft-simple --spec-draft-n-max {args.draft_max}" if draft else "--spec-type ngram-simple"
         lines += ["", f"llama-server, same prompts, one run each (`{shown}`):", "",
                   f"| prompt | plain t/s | {method} t/s | speedup | accepted |", "| --- | ---: | ---: | ---: | ---: |"]
         for name, (p, _, _), (s_, drafted, acc) in zip(prompts(llm, args.passage_chars), base, spec):

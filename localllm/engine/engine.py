@@ -147,7 +147,8 @@ class Engine:
                  max_num_batched_tokens: int = MAX_BATCHED_TOKENS, speculative: SpeculativeConfig | None = None,
                  draft_model=None):
         """draft_model: the model that guesses when speculative.method is "draft" (the caller
-        checks that its vocabulary is the target's); its KV pool is sized like the target's."""
+        checks that its vocabulary is the target's); its own KV pool holds max_num_seqs full
+        contexts."""
         c = model.cfg
         if (draft_model is not None) != (speculative is not None and speculative.method == "draft"):
             raise UsageError("a draft model goes with speculative method 'draft', and that method needs one")
@@ -381,7 +382,7 @@ class Engine:
             tokens.append(token)
             if live.logprobs is not None:
                 lps.append(self._logprob(logits, token, live.logprobs))
-            if i == len(draft) or token != draft[i]:  # a rejection never gives back the guess
+            if i == len(draft) or token != draft[i]:
                 break
             history.append(token)
         if chunk.num_draft:
@@ -397,8 +398,8 @@ class Engine:
             live = self._live.get(req.request_id)
             if chunk.sample and not req.output_ids and live is not None and live.acceptance is not None:
                 prompts[req.request_id] = req.all_ids
-        if prompts:
-            self.drafter.prefill(prompts, self.governor.record_draft_step)
+        if prompts:  # not timed for the governor: a one-time cost, not what a guess costs
+            self.drafter.prefill(prompts)
 
     def _propose_drafts(self) -> None:
         """Give each speculating request that is about to decode the guess the governor pays for."""

@@ -16,7 +16,7 @@ import pytest
 from localllm import LLM
 from localllm.chat import chat_template_from_metadata
 from localllm.engine.engine import Engine
-from localllm.errors import UsageError
+from localllm.errors import LocalLLMError, UsageError
 from localllm.sampling import SamplingParams
 from localllm.speculative import PROBE_EVERY, Acceptance, Governor, PromptLookup, SpeculativeConfig
 
@@ -69,7 +69,7 @@ def test_governor_interpolates_step_cost():
 
 
 def test_bad_speculative_settings_are_refused(smollm2_path):
-    with pytest.raises(UsageError, match="draft model"):
+    with pytest.raises(LocalLLMError, match="other.gguf"):  # a draft model is found like any model
         LLM(str(smollm2_path), draft_model="other.gguf")
     with pytest.raises(UsageError, match="lookup"):
         LLM(str(smollm2_path), speculative="medusa")

@@ -52,6 +52,8 @@ class PhaseResult:
     weight_gb_s: float = 0.0
     gflop_s: float = 0.0
     bound: str = ""
+    draft_tokens: int = 0  # with speculation: tokens guessed, and kept, over the timed runs
+    accepted_tokens: int = 0
 
 
 def measure_machine(threads: int) -> MachineLimits:
@@ -233,14 +235,15 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, limits:
 
 
 def run_batched_decode(llm, batches, n_prompt: int = 128, n_gen: int = 128, reps: int = 2,
-                       limits: MachineLimits | None = None):
+                       limits: MachineLimits | None = None, speculative: bool = False):
     """Decode throughput with B sequences at once through the engine, for each B in batches.
 
     B distinct prompts of n_prompt tokens are prefilled together (one step), then the
     engine decodes all B each step until each has n_gen tokens, as llama-batched-bench's
     S_TG: tokens_per_s counts every sequence's tokens after the first, over the time from
     the last first token to the last token. End tokens are ignored so every sequence runs
-    to n_gen. Per-sequence latency is batch / tokens_per_s.
+    to n_gen. Per-sequence latency is batch / tokens_per_s. speculative: decode with the
+    LLM's speculation (prompt lookup or its draft model), counting guesses kept.
     """
     from .engine.engine import Engine
     from .sampling import SamplingParams
@@ -253,8 +256,10 @@ def run_batched_decode(llm, batches, n_prompt: int = 128, n_gen: int = 128, reps
     params = SamplingParams(max_tokens=n_gen, temperature=0.0)
     results = []
     for b in batches:
+        spec = {"speculative": llm.speculative, "draft_model": llm.draft} if speculative else {}
         eng = Engine(model, llm.tokenizer, n_prompt + n_gen, llm.threads, max_num_seqs=b,
-                     max_num_batched_tokens=max(512, b * n_prompt), kv_dtype=llm.kv_dtype)
+                     max_num_batched_tokens=max(512, b * n_prompt), kv_dtype=llm.kv_dtype, **spec)
+        drafted = accepted = 0
         try:
             eng.call(lambda: None)  # engine thread started
             w = eng.submit(_tokens(8, vocab, seed=99), SamplingParams(max_tokens=2, temperature=0.0),
@@ -269,6 +274,8 @@ def run_batched_decode(llm, batches, n_prompt: int = 128, n_gen: int = 128, reps
                     events = list(h.events())
                     firsts.append(next(ev.time for ev in events if ev.step.token_id is not None))
                     lasts.append(events[-1].time)
+                    drafted += events[-1].stats.draft_tokens
+                    accepted += events[-1].stats.accepted_tokens
                 secs.append(max(lasts) - max(firsts))
         finally:
             eng.close()
@@ -276,6 +283,7 @@ def run_batched_decode(llm, batches, n_prompt: int = 128, n_gen: int = 128, reps
         res = _summarize(f"tg{n_gen}", n, secs, (layer_bytes + head_bytes) * (n_gen - 1),
                          (layer_flops + head_flops) * n, limits)
         res.batch = b
+        res.draft_tokens, res.accepted_tokens = drafted, accepted
         results.append(res)
     return results, limits
 
@@ -323,4 +331,6 @@ def format_report(report: dict) -> str:
         for r in tg:
             lines.append(f"time per output token (batch {r.get('batch', 1)}): "
                          f"{1000 * r.get('batch', 1) / r['tokens_per_s']:.2f} ms")
+            if r.get("draft_tokens"):
+                lines.append(f"  speculation: {r['accepted_tokens']} of {r['draft_tokens']} guesses kept")
     return "\n".join(lines)

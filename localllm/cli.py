@@ -332,12 +332,21 @@ def quantize(src, dst, qtype):
               help="Prompt lengths and cached contexts for --sweep.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where --sweep writes its files.")
-def bench(model, n_prompt, n_gen, batch, reps, threads, as_json, sweep, sweep_lengths, out_dir):
-    """Prompt-processing and generation speed, against this machine's limits."""
+@speculative_options
+def bench(model, n_prompt, n_gen, batch, reps, threads, as_json, sweep, sweep_lengths, out_dir, draft, lookup,
+          draft_max):
+    """Prompt-processing and generation speed, against this machine's limits.
+
+    With --draft or --lookup the decode test runs through the engine with that
+    speculation (greedy, random-token prompts as llama-bench uses) and reports the
+    guesses kept."""
     from .bench import apply_roofline, bench_report, format_report, run_batched_decode, run_bench
     from .errors import UsageError
 
+    speculation = speculation_kwargs(draft, lookup, draft_max)
     if sweep:
+        if speculation:
+            raise UsageError("--sweep measures plain decoding; --draft and --lookup go with the plain bench")
         return _bench_sweep(model, sweep_lengths, threads, out_dir)
 
     try:
@@ -348,8 +357,8 @@ def bench(model, n_prompt, n_gen, batch, reps, threads, as_json, sweep, sweep_le
         raise UsageError(f"-b takes positive batch sizes, got {batch!r}")
     if n_prompt == 0 and n_gen == 0:
         raise UsageError("nothing to measure: -p and -n are both 0")
-    llm = open_llm(model, max(n_prompt, n_gen + 1, 16), threads)
-    if batches == [1]:
+    llm = open_llm(model, max(n_prompt, n_gen + 1, 16), threads, speculation)
+    if batches == [1] and not speculation:
         results, limits = llm.on_engine(run_bench, llm, n_prompt, n_gen, reps)
     else:  # pp on one sequence, then decode at every batch size through the engine
         if n_gen < 2:
@@ -357,7 +366,7 @@ def bench(model, n_prompt, n_gen, batch, reps, threads, as_json, sweep, sweep_le
         results, limits = llm.on_engine(run_bench, llm, n_prompt, 0, reps)
         llm.close()  # the batched runs start engines of their own: one kernel thread at a time
         batched, _ = run_batched_decode(llm, batches, n_prompt=min(n_prompt, 128) or 128, n_gen=n_gen,
-                                        reps=min(reps, 2), limits=limits)
+                                        reps=min(reps, 2), limits=limits, speculative=bool(speculation))
         results += batched
         apply_roofline(results, limits)
     report = bench_report(llm, results, limits)

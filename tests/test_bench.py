@@ -58,3 +58,17 @@ def test_bench_batched_decode_rows(tmp_path):
     assert [(x["test"], x["batch"]) for x in rows] == [("pp16", 1), ("tg8", 1), ("tg8", 4)]
     assert all(x["tokens_per_s"] > 0 and x["bound"].startswith(("memory", "compute")) for x in rows)
     assert rows[2]["n_tokens"] == 4 * 7  # every sequence's tokens after its first
+
+
+def test_bench_with_a_draft_model_counts_guesses(tmp_path):
+    """--draft runs the decode test through the speculative engine; with the model as its own
+    draft every guess is kept (and --sweep refuses speculation)."""
+    path = write_tiny_model(tmp_path / "tiny.gguf", "llama", qtype=Q.Q8_0)
+    r = CliRunner().invoke(cli, ["bench", str(path), "-p", "16", "-n", "12", "-r", "1", "-t", "1",
+                                 "--draft", str(path), "--draft-max", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    tg = [x for x in json.loads(r.output)["results"] if x["test"].startswith("tg")]
+    assert len(tg) == 1 and tg[0]["tokens_per_s"] > 0
+    assert tg[0]["draft_tokens"] > 0 and tg[0]["accepted_tokens"] == tg[0]["draft_tokens"]
+    r = CliRunner().invoke(cli, ["bench", str(path), "--sweep", "--lookup"])
+    assert r.exit_code != 0 and "--sweep" in r.output

@@ -101,6 +101,9 @@ class Drafter:
             self._run_pass(chunks, on_step)
             chunks = [p for c in chunks if c.end < len(prompts[c.request_id])
                       and (p := self._piece(c.request_id, prompts[c.request_id], c.end, logits=False)) is not None]
+        for rid, ids in prompts.items():
+            if rid in self._held:  # full blocks of a prompt can serve later requests that share it
+                self.block_manager.commit(rid, ids, len(ids))
 
     def propose(self, wants: Mapping[str, DraftRequest],
                 on_step: Callable[[int, float], None] | None = None) -> dict[str, Draft]:

@@ -11,7 +11,9 @@ rejection rule) for a sampled one.
 
 Rollback needs no bookkeeping from the engine: each sequence remembers the
 tokens its KV holds, and the next `propose` keeps the longest prefix shared
-with the request's tokens and recomputes from there.
+with the request's tokens and recomputes from there. A request's tokens only
+grow, so the part known to be its own at the last call is not compared again:
+each step looks at the last few tokens, not the whole context.
 """
 
 from __future__ import annotations
@@ -46,6 +48,25 @@ class DraftChunk:
 
 
 @dataclass
+class _Sequence:
+    """One request's draft sequence: the tokens whose KV it holds, of which the first `own`
+    are known to be the request's (its guesses may follow)."""
+
+    held: list[int]
+    own: int
+
+    def shared_with(self, ids: list[int]) -> int:
+        """Tokens of held that ids starts with, leaving ids' last token out (its logits are
+        needed). ids extends the request's tokens, so the first `own` need no comparing."""
+        n = min(self.own, len(ids) - 1)
+        for a, b in zip(self.held[n:], ids[n:-1]):
+            if a != b:
+                break
+            n += 1
+        return n
+
+
+@dataclass
 class DraftRequest:
     """What to draft for one request: its known tokens, how many guesses, and its draft sampler
     (the request's sampling params with a generator of its own)."""
@@ -74,7 +95,7 @@ class Drafter:
         self.pool = model.new_pool(n_blocks, kv_dtype)
         self.block_manager = BlockManager(n_blocks, BLOCK_SIZE)
         self.runner = ModelRunner(model, self.pool, threads)
-        self._held: dict[str, list[int]] = {}  # request id -> the tokens whose KV its sequence holds
+        self._seqs: dict[str, _Sequence] = {}  # request id -> its draft sequence
 
     def warm_up(self) -> None:
         """Compile (or load) the draft model's kernels now, not inside the first request."""
@@ -82,15 +103,15 @@ class Drafter:
 
     def release(self, request_id: str) -> None:
         """Forget a request (finished, cancelled or preempted); its blocks go back."""
-        if self._held.pop(request_id, None) is not None:
+        if self._seqs.pop(request_id, None) is not None:
             self.block_manager.free(request_id)
 
     def catch_up_len(self, request_id: str, ids: list[int]) -> int:
         """How many tokens the next propose for this request feeds before its first guess."""
-        held = self._held.get(request_id)
-        if held is None:
+        seq = self._seqs.get(request_id)
+        if seq is None:
             return len(ids) - self.block_manager.cached_prefix_len(ids)
-        return len(ids) - _shared_prefix(held, ids)
+        return len(ids) - seq.shared_with(ids)
 
     def prefill(self, prompts: Mapping[str, list[int]], on_step: Callable[[int, float], None] | None = None) -> None:
         """Put each request's tokens (its prompt, once the target has prefilled it) in the draft
@@ -102,7 +123,9 @@ class Drafter:
             chunks = [p for c in chunks if c.end < len(prompts[c.request_id])
                       and (p := self._piece(c.request_id, prompts[c.request_id], c.end, logits=False)) is not None]
         for rid, ids in prompts.items():
-            if rid in self._held:  # full blocks of a prompt can serve later requests that share it
+            seq = self._seqs.get(rid)
+            if seq is not None:  # full blocks of a prompt can serve later requests that share it
+                seq.own = len(ids)
                 self.block_manager.commit(rid, ids, len(ids))
 
     def propose(self, wants: Mapping[str, DraftRequest],
@@ -117,9 +140,10 @@ class Drafter:
             rows = self._run_pass(chunks, on_step)
             chunks = self._next_chunks(chunks, rows, wants, drafts)
         for rid, w in wants.items():
-            held = self._held.get(rid)
-            if held is not None:  # blocks of the request's own tokens can serve later requests
-                self.block_manager.commit(rid, w.ids, min(len(held), len(w.ids)))
+            seq = self._seqs.get(rid)
+            if seq is not None:  # blocks of the request's own tokens can serve later requests
+                seq.own = min(len(seq.held), len(w.ids))
+                self.block_manager.commit(rid, w.ids, seq.own)
         return drafts
 
     def _run_pass(self, chunks: list[DraftChunk], on_step) -> dict[str, np.ndarray]:
@@ -133,20 +157,21 @@ class Drafter:
         if on_step is not None:
             on_step(sum(len(c.token_ids) for c in chunks), time.perf_counter() - t0)
         for c in chunks:
-            self._held[c.request_id] += c.token_ids
+            self._seqs[c.request_id].held += c.token_ids
         return rows
 
     def _catch_up(self, rid: str, ids: list[int], logits: bool = True) -> DraftChunk | None:
         """The first chunk for a request: its tokens after the longest prefix the draft cache
         shares with them (always at least the last one, whose logits give the first guess)."""
         bm = self.block_manager
-        held = self._held.get(rid)
-        if held is None:
+        seq = self._seqs.get(rid)
+        if seq is None:
             bm.allocate_prefix(rid, ids)
-            held = self._held[rid] = ids[: bm.num_tokens(rid)]
-        keep = _shared_prefix(held, ids)
+            n = bm.num_tokens(rid)
+            seq = self._seqs[rid] = _Sequence(ids[:n], n)
+        keep = seq.shared_with(ids)
         bm.truncate(rid, keep)
-        del held[keep:]
+        del seq.held[keep:]
         return self._piece(rid, ids, keep, logits)
 
     def _piece(self, rid: str, ids: list[int], start: int, logits: bool = True) -> DraftChunk | None:
@@ -183,12 +208,3 @@ class Drafter:
                 nxt.append(DraftChunk(rid, c.end, [token], []))
         return nxt
 
-
-def _shared_prefix(held: list[int], ids: list[int]) -> int:
-    """Tokens of held that ids starts with, leaving ids' last token out (its logits are needed)."""
-    n = 0
-    for a, b in zip(held, ids[:-1]):
-        if a != b:
-            break
-        n += 1
-    return n

@@ -185,13 +185,13 @@ class Scheduler:
         while i < len(self.running):
             request = self.running[i]
             remaining = request.num_uncomputed
-            # Leave one token of budget for each later running decode. (FCFS
-            # admission already puts prefilling requests after decoding
-            # ones; this keeps fairness from resting on that alone.)
-            later_decodes = sum(1 for r in self.running[i + 1:] if r.num_uncomputed == 1)
             if remaining == 1:
                 n = 1
             else:
+                # Leave one token of budget for each later running decode. (FCFS
+                # admission already puts prefilling requests after decoding
+                # ones; this keeps fairness from resting on that alone.)
+                later_decodes = sum(1 for r in self.running[i + 1:] if r.num_uncomputed == 1)
                 n = min(remaining, budget - later_decodes)
                 if n <= 0:
                     i += 1

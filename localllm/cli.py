@@ -167,7 +167,7 @@ def open_llm(model, n_ctx, threads, speculation: dict | None = None):
 
 
 def speculative_options(f):
-    """--draft, --lookup and --draft-max, shared by run, chat and serve."""
+    """--draft, --lookup and --draft-max, shared by run, chat, serve and bench."""
     opts = [
         click.option("--draft", metavar="MODEL", default=None,
                      help="Speculative decoding with a draft model: a smaller model with the same "
@@ -441,7 +441,7 @@ def serve(model, host, port, parallel, api_key, max_queue, n_ctx, threads, shutd
     name = hub.DEFAULT_MODEL if model is None else (Path(model).stem if model.endswith(".gguf") else model)
     run_server(path, name, host=host, port=port, parallel=parallel, api_key=api_key, n_ctx=n_ctx, threads=threads,
                max_queue=max_queue, shutdown_timeout=shutdown_timeout,
-               speculative=speculation or None)
+               speculative=speculation)
 
 
 @cli.command("list")

@@ -56,3 +56,4 @@ def choose_path(env: dict | None = None, feats: dict | None = None) -> str:
 
 
 KERNEL_PATH = choose_path()
+USE_X86 = KERNEL_PATH in ("avx2", "avx512")  # the x86 SIMD kernels (integer dots, float FMAs) run

@@ -8,9 +8,9 @@ it would get alone, so what shares a step never changes a request's logits.
 
 from __future__ import annotations
 
-import numpy as np
-
 from collections.abc import Sequence
+
+import numpy as np
 
 from ..kv_cache import KVPool
 from ..models.forward_pass import key_splits

@@ -17,7 +17,7 @@ import localllm._numba_setup  # noqa: F401
 import numba
 import numpy as np
 
-from localllm.isa import KERNEL_PATH
+from localllm.isa import KERNEL_PATH, USE_X86
 from localllm.kernels import PAR_ROWS
 from localllm.quant.dequant import dequant_rows
 from localllm.quant.formats import get_format
@@ -28,7 +28,6 @@ from localllm.quant.q8act import ACT_FORMAT, new_activation_buffers, quantize_ac
 
 FLOAT_CODES = (0, 1, 30)  # F32, F16, BF16: float dots, no activation codes
 
-USE_X86 = KERNEL_PATH in ("avx2", "avx512")
 if USE_X86:
     from localllm.quant.int_gemm import KERNELS
 else:

@@ -19,7 +19,7 @@ import localllm._numba_setup  # noqa: F401
 import numpy as np
 from numba import njit, prange
 
-from localllm.isa import KERNEL_PATH
+from localllm.isa import USE_X86
 from localllm.quant.f16 import bf16_to_f32, f16_to_f32
 
 
@@ -61,7 +61,7 @@ def mm_float_portable(raw, code, x, out, n_tiles):
                 out[m, r] = _dot(w, x[m])
 
 
-if KERNEL_PATH in ("avx2", "avx512"):
+if USE_X86:
     from localllm.quant.matmul_float_x86 import mm_float
 else:
     mm_float = mm_float_portable

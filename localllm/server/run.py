@@ -36,7 +36,7 @@ def serve(model_path: str | Path, model_name: str, host: str = "127.0.0.1", port
           parallel: int = 8, api_key: str | None = None, n_ctx: int = 4096, threads: int | None = None,
           max_queue: int = MAX_QUEUE, shutdown_timeout: float = SHUTDOWN_TIMEOUT_S, log_level: str = "info",
           speculative: dict | None = None) -> None:
-    """speculative: LLM's speculative keywords (e.g. {"speculative": "lookup", "draft_max": 8}), or None."""
+    """speculative: LLM's speculative keywords (e.g. {"speculative": "lookup", "draft_max": 8}); none: off."""
     import uvicorn
 
     from ..api import LLM

@@ -33,12 +33,19 @@ from localllm.quant.simd_x86 import (
     dot_us,
     dot_us_scaled,
     fma_acc,
+    fma_lanes,
+    fpair4,
+    fsub_lanes,
     fzero,
     hsum,
+    hsum_rows8,
     iadd,
     ihsum4,
+    imul,
+    iset8,
     izero,
     load32,
+    load_i32x8,
     load_nibbles,
     load_u16,
     load_u32,
@@ -142,21 +149,16 @@ def q4_1_fin(st):
 # ---- K-quants: integer lanes per super-block, then one float step ------------
 # Activations are Q8_K, so s holds the super-block scale repeated over its 8 groups.
 
-# Q4_K: d, dmin f16 | 12 B scales/mins | 128 B nibbles. Scaled lanes and the integer
-# min term of each 64 elements are exact and meet their float scales once, in the order
-# of llama.cpp's repacked Q4_K gemm (its prompt path); out = acc - accm. (Its gemv folds
-# whole super-blocks instead; on Gemma 3 the 64-element order keeps every clear argmax
-# of the reference, the super-block order lost one.)
+# Q4_K: d, dmin f16 | 12 B scales/mins | 128 B nibbles. Scaled lanes of each 64 elements
+# are exact integers and meet their float scale once, in order (llama.cpp's repacked Q4_K
+# gemm order; its gemv folds whole super-blocks instead, and on Gemma 3 the 64-element
+# order keeps every clear argmax of the reference, the super-block order lost one). The
+# min term is an exact integer per super-block, scaled once by dmin * d_x; out = acc - accm.
 
 
 @njit(inline="always", cache=True)
 def kq_scalar_init():
     return np.float32(0.0), np.float32(0.0), np.float32(0.0), np.float32(0.0)
-
-
-# A super-block is decoded (_q4_k_weights) then met by each activation row (_q4_k_pass).
-# The one-row step decodes per row; the four-row step below decodes once for its four
-# rows. Both run _q4_k_pass, so every element's integers and float steps are the same.
 
 
 @njit(inline="always", cache=True)
@@ -172,43 +174,38 @@ def _q4_k_weights(row, o):
 
 
 @njit(inline="always", cache=True)
-def _q4_k_pass(acc, accm, d, dmin, sm, nib, sb, x, s, gs):
-    """One activation row against a decoded super-block: integer lanes per 64 elements, then
-    their float steps in order."""
-    dx = s[8 * sb]
-    dd, dm = d * dx, dmin * dx
-    g = 8 * sb
-    l0 = iadd(dot_us_scaled(nib[0], load32(x, 32 * g), sm[0][0]),
-              dot_us_scaled(nib[1], load32(x, 32 * g + 32), sm[1][0]))
-    l1 = iadd(dot_us_scaled(nib[2], load32(x, 32 * g + 64), sm[2][0]),
-              dot_us_scaled(nib[3], load32(x, 32 * g + 96), sm[3][0]))
-    l2 = iadd(dot_us_scaled(nib[4], load32(x, 32 * g + 128), sm[4][0]),
-              dot_us_scaled(nib[5], load32(x, 32 * g + 160), sm[5][0]))
-    l3 = iadd(dot_us_scaled(nib[6], load32(x, 32 * g + 192), sm[6][0]),
-              dot_us_scaled(nib[7], load32(x, 32 * g + 224), sm[7][0]))
-    s0, s1, s2, s3 = ihsum4(l0, l1, l2, l3)
-    acc = fma32(np.float32(s0), dd, acc)
-    accm = fma32(np.float32(np.int32(sm[0][1]) * gs[g] + np.int32(sm[1][1]) * gs[g + 1]), dm, accm)
-    acc = fma32(np.float32(s1), dd, acc)
-    accm = fma32(np.float32(np.int32(sm[2][1]) * gs[g + 2] + np.int32(sm[3][1]) * gs[g + 3]), dm, accm)
-    acc = fma32(np.float32(s2), dd, acc)
-    accm = fma32(np.float32(np.int32(sm[4][1]) * gs[g + 4] + np.int32(sm[5][1]) * gs[g + 5]), dm, accm)
-    acc = fma32(np.float32(s3), dd, acc)
-    accm = fma32(np.float32(np.int32(sm[6][1]) * gs[g + 6] + np.int32(sm[7][1]) * gs[g + 7]), dm, accm)
-    return acc, accm
+def _q4_k_lanes(sm, nib, j, x, e):
+    """Integer lanes of groups j, j + 1 (64 elements from x[e]), each weighted by its scale."""
+    return iadd(dot_us_scaled(nib[j], load32(x, e), sm[j][0]),
+                dot_us_scaled(nib[j + 1], load32(x, e + 32), sm[j + 1][0]))
+
+
+@njit(inline="always", cache=True)
+def _q4_k_imin(sm, gs, g):
+    """The super-block's exact min term: sum over its 8 groups of min * code sum."""
+    return (np.int32(sm[0][1]) * gs[g] + np.int32(sm[1][1]) * gs[g + 1] + np.int32(sm[2][1]) * gs[g + 2]
+            + np.int32(sm[3][1]) * gs[g + 3] + np.int32(sm[4][1]) * gs[g + 4] + np.int32(sm[5][1]) * gs[g + 5]
+            + np.int32(sm[6][1]) * gs[g + 6] + np.int32(sm[7][1]) * gs[g + 7])
 
 
 @njit(inline="always", cache=True)
 def _q4_k(acc, accm, row, sb, x, s, gs):
-    """One weight row's super-block sb against one activation row."""
+    """One weight row's super-block sb against one activation row: four float steps of
+    64 elements each, then the min term's one."""
     o = sb * 144
     sm, nib = _q4_k_weights(row, o)
-    return _q4_k_pass(acc, accm, _half(row, o), _half(row, o + 2), sm, nib, sb, x, s, gs)
+    dx = s[8 * sb]
+    dd, dm = _half(row, o) * dx, _half(row, o + 2) * dx
+    e = 256 * sb
+    s0, s1, s2, s3 = ihsum4(_q4_k_lanes(sm, nib, 0, x, e), _q4_k_lanes(sm, nib, 2, x, e + 64),
+                            _q4_k_lanes(sm, nib, 4, x, e + 128), _q4_k_lanes(sm, nib, 6, x, e + 192))
+    acc = fma32(np.float32(s0), dd, acc)
+    acc = fma32(np.float32(s1), dd, acc)
+    acc = fma32(np.float32(s2), dd, acc)
+    acc = fma32(np.float32(s3), dd, acc)
+    return acc, fma32(np.float32(_q4_k_imin(sm, gs, 8 * sb)), dm, accm)
 
 
-# Inlined once, for the tile's remainder rows (decode's single row among them); groups of
-# four activation rows go through the call below instead. Five inlined copies of this step
-# (four rows and the remainder) took LLVM 92 s to compile.
 @njit(inline="always", cache=True)
 def q4_k_step(st, ra, rb, sb, x, s, sm, gs):
     a0, m0 = _q4_k(st[0], st[1], ra, sb, x, s, gs)
@@ -216,31 +213,58 @@ def q4_k_step(st, ra, rb, sb, x, s, sm, gs):
     return a0, m0, a1, m1
 
 
-@njit(inline="always", cache=True)
-def _q4_k_rows4(st0, st1, st2, st3, i, row, sb, a0, a1, a2, a3):
-    """Weight row `row` (state slots 2i, 2i+1) against the four activation rows a0..a3."""
-    o = sb * 144
-    d, dmin = _half(row, o), _half(row, o + 2)
-    sm, nib = _q4_k_weights(row, o)
-    r0 = _q4_k_pass(st0[2 * i], st0[2 * i + 1], d, dmin, sm, nib, sb, a0[0], a0[1], a0[3])
-    r1 = _q4_k_pass(st1[2 * i], st1[2 * i + 1], d, dmin, sm, nib, sb, a1[0], a1[1], a1[3])
-    r2 = _q4_k_pass(st2[2 * i], st2[2 * i + 1], d, dmin, sm, nib, sb, a2[0], a2[1], a2[3])
-    r3 = _q4_k_pass(st3[2 * i], st3[2 * i + 1], d, dmin, sm, nib, sb, a3[0], a3[1], a3[3])
-    return r0, r1, r2, r3
-
-
-@njit(cache=True)
-def _q4_k_step4(st0, st1, st2, st3, ra, rb, sb, a0, a1, a2, a3):
-    a = _q4_k_rows4(st0, st1, st2, st3, 0, ra, sb, a0, a1, a2, a3)
-    b = _q4_k_rows4(st0, st1, st2, st3, 1, rb, sb, a0, a1, a2, a3)
-    return ((a[0][0], a[0][1], b[0][0], b[0][1]), (a[1][0], a[1][1], b[1][0], b[1][1]),
-            (a[2][0], a[2][1], b[2][0], b[2][1]), (a[3][0], a[3][1], b[3][0], b[3][1]))
+# Four activation rows at once: the 8 elements (rows a, b x activation rows 0..3) sit in
+# the lanes of one accumulator pair (simd_x86's eight-lane layout), so each 64-element
+# step is one lane-wise fused multiply-add instead of eight scalar ones, with the same
+# integers, scales and order per element as q4_k_step.
 
 
 @njit(inline="always", cache=True)
-def q4_k_step4(step, st0, st1, st2, st3, ra, rb, sb, a0, a1, a2, a3):
-    """gemm_tiles' four-row step for Q4_K (`step` unused: the call above has its own)."""
-    return _q4_k_step4(st0, st1, st2, st3, ra, rb, sb, a0, a1, a2, a3)
+def q4_k_init4(init):
+    return fzero(), fzero()
+
+
+@njit(inline="always", cache=True)
+def _q4_k_group4(acc, dd, sa, na, sb_, nb_, j, a0, a1, a2, a3, e):
+    lanes = hsum_rows8(_q4_k_lanes(sa, na, j, a0[0], e), _q4_k_lanes(sa, na, j, a1[0], e),
+                       _q4_k_lanes(sa, na, j, a2[0], e), _q4_k_lanes(sa, na, j, a3[0], e),
+                       _q4_k_lanes(sb_, nb_, j, a0[0], e), _q4_k_lanes(sb_, nb_, j, a1[0], e),
+                       _q4_k_lanes(sb_, nb_, j, a2[0], e), _q4_k_lanes(sb_, nb_, j, a3[0], e))
+    return fma_lanes(acc, lanes, dd)
+
+
+@njit(inline="always", cache=True)
+def _mins8(sm):
+    return iset8(sm[0][1], sm[1][1], sm[2][1], sm[3][1], sm[4][1], sm[5][1], sm[6][1], sm[7][1])
+
+
+@njit(inline="always", cache=True)
+def q4_k_step4(step, st4, ra, rb, sb, a0, a1, a2, a3):
+    """gemm_tiles' four-row step for Q4_K (`step` unused)."""
+    acc, accm = st4
+    oa = ob = sb * 144
+    sa, na = _q4_k_weights(ra, oa)
+    sb_, nb_ = _q4_k_weights(rb, ob)
+    g = 8 * sb
+    x0, x1, x2, x3 = a0[1][g], a1[1][g], a2[1][g], a3[1][g]
+    dd = fpair4(_half(ra, oa), _half(rb, ob), x0, x1, x2, x3)
+    dm = fpair4(_half(ra, oa + 2), _half(rb, ob + 2), x0, x1, x2, x3)
+    e = 256 * sb
+    acc = _q4_k_group4(acc, dd, sa, na, sb_, nb_, 0, a0, a1, a2, a3, e)
+    acc = _q4_k_group4(acc, dd, sa, na, sb_, nb_, 2, a0, a1, a2, a3, e + 64)
+    acc = _q4_k_group4(acc, dd, sa, na, sb_, nb_, 4, a0, a1, a2, a3, e + 128)
+    acc = _q4_k_group4(acc, dd, sa, na, sb_, nb_, 6, a0, a1, a2, a3, e + 192)
+    ma, mb = _mins8(sa), _mins8(sb_)
+    g0, g1, g2, g3 = load_i32x8(a0[3], g), load_i32x8(a1[3], g), load_i32x8(a2[3], g), load_i32x8(a3[3], g)
+    imin = hsum_rows8(imul(ma, g0), imul(ma, g1), imul(ma, g2), imul(ma, g3),
+                      imul(mb, g0), imul(mb, g1), imul(mb, g2), imul(mb, g3))
+    return acc, fma_lanes(accm, imin, dm)
+
+
+@njit(inline="always", cache=True)
+def q4_k_fin4(fin, st4):
+    o = fsub_lanes(st4[0], st4[1])
+    return (o[0], o[4]), (o[1], o[5]), (o[2], o[6]), (o[3], o[7])
 
 
 @njit(inline="always", cache=True)

@@ -48,17 +48,31 @@ def n_items(M, n_rtiles):
 
 
 @njit(inline="always", cache=True)
-def four_steps(step, st0, st1, st2, st3, ra, rb, u, a0, a1, a2, a3):
-    """Unit u for four activation rows, a_j = (codes, scales, scale * sums, sums) of row j:
-    the format's step once per row (LLVM shares the weight loads between the inlined copies).
-    A format whose decode is too large to inline four times brings its own (q4_k_step4)."""
-    return (step(st0, ra, rb, u, a0[0], a0[1], a0[2], a0[3]), step(st1, ra, rb, u, a1[0], a1[1], a1[2], a1[3]),
-            step(st2, ra, rb, u, a2[0], a2[1], a2[2], a2[3]), step(st3, ra, rb, u, a3[0], a3[1], a3[2], a3[3]))
+def four_inits(init):
+    """The generic four-row state: one format state per activation row."""
+    return init(), init(), init(), init()
 
 
 @njit(inline="always", cache=True)
-def tile_item(init, step, step4, fin, raw, xq, xd, xm, xs, out, units, n_rtiles, item):
+def four_steps(step, st4, ra, rb, u, a0, a1, a2, a3):
+    """Unit u for four activation rows, a_j = (codes, scales, scale * sums, sums) of row j:
+    the format's step once per row (LLVM shares the weight loads between the inlined copies).
+    A format can bring its own four-row state and step instead (the Q4_K ones)."""
+    return (step(st4[0], ra, rb, u, a0[0], a0[1], a0[2], a0[3]), step(st4[1], ra, rb, u, a1[0], a1[1], a1[2], a1[3]),
+            step(st4[2], ra, rb, u, a2[0], a2[1], a2[2], a2[3]), step(st4[3], ra, rb, u, a3[0], a3[1], a3[2], a3[3]))
+
+
+@njit(inline="always", cache=True)
+def four_fins(fin, st4):
+    """((row a, row b) outputs) of each of the four activation rows."""
+    return fin(st4[0]), fin(st4[1]), fin(st4[2]), fin(st4[3])
+
+
+@njit(inline="always", cache=True)
+def tile_item(init, step, fin, init4, step4, fin4, raw, xq, xd, xm, xs, out, units, n_rtiles, item):
     """Compute the elements of work item `item` (see module doc). units: blocks per row.
+    init/step/fin serve one activation row, init4/step4/fin4 four (four_inits, four_steps
+    and four_fins unless the format has its own).
 
     Call it from a plain (not parallel) @njit function per format, itself called from
     the prange loop: numba's parfor analysis cannot follow the formats' tuple states,
@@ -79,13 +93,14 @@ def tile_item(init, step, step4, fin, raw, xq, xd, xm, xs, out, units, n_rtiles,
             a1 = (xq[m + 1], xd[m + 1], xm[m + 1], xs[m + 1])
             a2 = (xq[m + 2], xd[m + 2], xm[m + 2], xs[m + 2])
             a3 = (xq[m + 3], xd[m + 3], xm[m + 3], xs[m + 3])
-            st0, st1, st2, st3 = init(), init(), init(), init()
+            st4 = init4(init)
             for u in range(units):
-                st0, st1, st2, st3 = step4(step, st0, st1, st2, st3, ra, rb, u, a0, a1, a2, a3)
-            out[m, r], out[m, r2] = fin(st0)
-            out[m + 1, r], out[m + 1, r2] = fin(st1)
-            out[m + 2, r], out[m + 2, r2] = fin(st2)
-            out[m + 3, r], out[m + 3, r2] = fin(st3)
+                st4 = step4(step, st4, ra, rb, u, a0, a1, a2, a3)
+            o0, o1, o2, o3 = fin4(fin, st4)
+            out[m, r], out[m, r2] = o0
+            out[m + 1, r], out[m + 1, r2] = o1
+            out[m + 2, r], out[m + 2, r2] = o2
+            out[m + 3, r], out[m + 3, r2] = o3
         for m in range(m4, m1):
             x0, s0, sm0, g0 = xq[m], xd[m], xm[m], xs[m]
             st0 = init()

@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from localllm.isa import KERNEL_PATH
 from localllm.quant import blocks_avx2 as B2
-from localllm.quant.gemm_tiles import four_steps, n_items, tile_item
+from localllm.quant.gemm_tiles import four_fins, four_inits, four_steps, n_items, tile_item
 
 if KERNEL_PATH == "avx512":
     from localllm.quant import blocks_avx512 as B
@@ -25,20 +25,24 @@ else:
     B = B2
 
 
-def _fmt(step, init="vec_init", fin="vec_fin", step4=None):
-    """(init, step, step4, fin) of one format, from the path's module if it has the format;
-    step4 (four activation rows per call) defaults to four_steps."""
+def _fmt(step, init="vec_init", fin="vec_fin", four=None):
+    """(init, step, fin, init4, step4, fin4) of one format, from the path's module if it has
+    the format. four: the prefix of the format's own four-row functions (`four`_init4,
+    _step4, _fin4); without it four rows run the one-row step four times (gemm_tiles)."""
     mod = B if hasattr(B, step) else B2
-    return getattr(mod, init), getattr(mod, step), getattr(mod, step4) if step4 else four_steps, getattr(mod, fin)
+    one = getattr(mod, init), getattr(mod, step), getattr(mod, fin)
+    if four is None:
+        return one + (four_inits, four_steps, four_fins)
+    return one + (getattr(mod, four + "_init4"), getattr(mod, four + "_step4"), getattr(mod, four + "_fin4"))
 
 
-_Q4_0_I, _Q4_0, _Q4_0_4, _Q4_0_F = _fmt("q4_0_step")
-_Q4_1_I, _Q4_1, _Q4_1_4, _Q4_1_F = _fmt("q4_1_step", "q4_1_init", "q4_1_fin")
-_Q5_0_I, _Q5_0, _Q5_0_4, _Q5_0_F = _fmt("q5_0_step")
-_Q8_0_I, _Q8_0, _Q8_0_4, _Q8_0_F = _fmt("q8_0_step")
-_Q4_K_I, _Q4_K, _Q4_K_4, _Q4_K_F = _fmt("q4_k_step", "kq_scalar_init", "kq_scalar_fin", "q4_k_step4")
-_Q5_K_I, _Q5_K, _Q5_K_4, _Q5_K_F = _fmt("q5_k_step", "q5_k_init", "q5_k_fin")
-_Q6_K_I, _Q6_K, _Q6_K_4, _Q6_K_F = _fmt("q6_k_step")
+_Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4 = _fmt("q4_0_step")
+_Q4_1_I, _Q4_1_S, _Q4_1_F, _Q4_1_I4, _Q4_1_S4, _Q4_1_F4 = _fmt("q4_1_step", "q4_1_init", "q4_1_fin")
+_Q5_0_I, _Q5_0_S, _Q5_0_F, _Q5_0_I4, _Q5_0_S4, _Q5_0_F4 = _fmt("q5_0_step")
+_Q8_0_I, _Q8_0_S, _Q8_0_F, _Q8_0_I4, _Q8_0_S4, _Q8_0_F4 = _fmt("q8_0_step")
+_Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4 = _fmt("q4_k_step", "kq_scalar_init", "kq_scalar_fin", "q4_k")
+_Q5_K_I, _Q5_K_S, _Q5_K_F, _Q5_K_I4, _Q5_K_S4, _Q5_K_F4 = _fmt("q5_k_step", "q5_k_init", "q5_k_fin")
+_Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4 = _fmt("q6_k_step")
 
 
 # Per format: one work item (a plain function, where the format's functions are globals)
@@ -47,7 +51,7 @@ _Q6_K_I, _Q6_K, _Q6_K_4, _Q6_K_F = _fmt("q6_k_step")
 
 @njit(cache=True)
 def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_0_I, _Q4_0, _Q4_0_4, _Q4_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -58,7 +62,7 @@ def mm_q4_0(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_1_I, _Q4_1, _Q4_1_4, _Q4_1_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q4_1_I, _Q4_1_S, _Q4_1_F, _Q4_1_I4, _Q4_1_S4, _Q4_1_F4, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -69,7 +73,7 @@ def mm_q4_1(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q5_0_I, _Q5_0, _Q5_0_4, _Q5_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q5_0_I, _Q5_0_S, _Q5_0_F, _Q5_0_I4, _Q5_0_S4, _Q5_0_F4, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -80,7 +84,7 @@ def mm_q5_0(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q8_0_I, _Q8_0, _Q8_0_4, _Q8_0_F, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q8_0_I, _Q8_0_S, _Q8_0_F, _Q8_0_I4, _Q8_0_S4, _Q8_0_F4, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -91,7 +95,7 @@ def mm_q8_0(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_K_I, _Q4_K, _Q4_K_4, _Q4_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+    tile_item(_Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -102,7 +106,7 @@ def mm_q4_k(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q5_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q5_K_I, _Q5_K, _Q5_K_4, _Q5_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+    tile_item(_Q5_K_I, _Q5_K_S, _Q5_K_F, _Q5_K_I4, _Q5_K_S4, _Q5_K_F4, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -113,7 +117,7 @@ def mm_q5_k(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q6_K_I, _Q6_K, _Q6_K_4, _Q6_K_F, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+    tile_item(_Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)

@@ -225,11 +225,14 @@ def q4_k_init4(init):
 
 
 @njit(inline="always", cache=True)
-def _q4_k_group4(acc, dd, sa, na, sb_, nb_, j, a0, a1, a2, a3, e):
+def _q4_k_group4(acc, dd, wa, wb, j, a0, a1, a2, a3, e):
+    """Groups j, j + 1 of weight rows a and b (decoded: wa, wb) against the four activation rows."""
+    sa, na = wa
+    sb, nb = wb
     lanes = hsum_rows8(_q4_k_lanes(sa, na, j, a0[0], e), _q4_k_lanes(sa, na, j, a1[0], e),
                        _q4_k_lanes(sa, na, j, a2[0], e), _q4_k_lanes(sa, na, j, a3[0], e),
-                       _q4_k_lanes(sb_, nb_, j, a0[0], e), _q4_k_lanes(sb_, nb_, j, a1[0], e),
-                       _q4_k_lanes(sb_, nb_, j, a2[0], e), _q4_k_lanes(sb_, nb_, j, a3[0], e))
+                       _q4_k_lanes(sb, nb, j, a0[0], e), _q4_k_lanes(sb, nb, j, a1[0], e),
+                       _q4_k_lanes(sb, nb, j, a2[0], e), _q4_k_lanes(sb, nb, j, a3[0], e))
     return fma_lanes(acc, lanes, dd)
 
 
@@ -239,22 +242,19 @@ def _mins8(sm):
 
 
 @njit(inline="always", cache=True)
-def q4_k_step4(step, st4, ra, rb, sb, a0, a1, a2, a3):
-    """gemm_tiles' four-row step for Q4_K (`step` unused)."""
+def q4_k_step4(step, st4, ra, rb, u, a0, a1, a2, a3):
+    """gemm_tiles' four-row step for Q4_K, super-block u (`step` unused)."""
     acc, accm = st4
-    oa = ob = sb * 144
-    sa, na = _q4_k_weights(ra, oa)
-    sb_, nb_ = _q4_k_weights(rb, ob)
-    g = 8 * sb
-    x0, x1, x2, x3 = a0[1][g], a1[1][g], a2[1][g], a3[1][g]
-    dd = fpair4(_half(ra, oa), _half(rb, ob), x0, x1, x2, x3)
-    dm = fpair4(_half(ra, oa + 2), _half(rb, ob + 2), x0, x1, x2, x3)
-    e = 256 * sb
-    acc = _q4_k_group4(acc, dd, sa, na, sb_, nb_, 0, a0, a1, a2, a3, e)
-    acc = _q4_k_group4(acc, dd, sa, na, sb_, nb_, 2, a0, a1, a2, a3, e + 64)
-    acc = _q4_k_group4(acc, dd, sa, na, sb_, nb_, 4, a0, a1, a2, a3, e + 128)
-    acc = _q4_k_group4(acc, dd, sa, na, sb_, nb_, 6, a0, a1, a2, a3, e + 192)
-    ma, mb = _mins8(sa), _mins8(sb_)
+    o, g, e = u * 144, 8 * u, 256 * u
+    wa, wb = _q4_k_weights(ra, o), _q4_k_weights(rb, o)
+    x0, x1, x2, x3 = a0[1][g], a1[1][g], a2[1][g], a3[1][g]  # the activation rows' scales
+    dd = fpair4(_half(ra, o), _half(rb, o), x0, x1, x2, x3)
+    dm = fpair4(_half(ra, o + 2), _half(rb, o + 2), x0, x1, x2, x3)
+    acc = _q4_k_group4(acc, dd, wa, wb, 0, a0, a1, a2, a3, e)
+    acc = _q4_k_group4(acc, dd, wa, wb, 2, a0, a1, a2, a3, e + 64)
+    acc = _q4_k_group4(acc, dd, wa, wb, 4, a0, a1, a2, a3, e + 128)
+    acc = _q4_k_group4(acc, dd, wa, wb, 6, a0, a1, a2, a3, e + 192)
+    ma, mb = _mins8(wa[0]), _mins8(wb[0])
     g0, g1, g2, g3 = load_i32x8(a0[3], g), load_i32x8(a1[3], g), load_i32x8(a2[3], g), load_i32x8(a3[3], g)
     imin = hsum_rows8(imul(ma, g0), imul(ma, g1), imul(ma, g2), imul(ma, g3),
                       imul(mb, g0), imul(mb, g1), imul(mb, g2), imul(mb, g3))

@@ -168,3 +168,24 @@ def test_llm_lookup_reports_guesses(smollm2_path):
     assert s.completion_tokens == len(out.token_ids)  # an end token is neither an output nor counted
     assert s.draft_steps > 0  # the governor's first probe, at least
     assert s.draft_tokens >= s.accepted_tokens >= 0 and 1 <= s.mean_draft_len <= 4
+
+
+def test_a_stop_string_inside_accepted_guesses_ends_the_output(llm):
+    """Stop strings that complete inside a step's accepted guesses: the guesses after them are
+    no output, so tokens, text and counts are plain decoding's."""
+    ids = _prompt(llm)
+    full = _run(llm.engine, ids, SamplingParams(temperature=0, max_tokens=64))[0]
+    text = llm.tokenizer.decode(full)
+    spec = Engine(llm.model, llm.tokenizer, llm.n_ctx, llm.threads, max_num_seqs=4,
+                  speculative=SpeculativeConfig("lookup", draft_max=6, adaptive=False))
+    try:
+        accepted = 0
+        for at in (len(text) // 4, len(text) // 2, 3 * len(text) // 4):
+            params = SamplingParams(temperature=0, max_tokens=64, stop=[text[at:at + 5]])
+            plain, guessed = _run(llm.engine, ids, params), _run(spec, ids, params)
+            assert guessed[0] == plain[0] and len(plain[0]) < len(full)
+            assert guessed[2].completion_tokens == plain[2].completion_tokens
+            accepted += guessed[2].accepted_tokens
+        assert accepted > 0
+    finally:
+        spec.close()

@@ -359,7 +359,7 @@ class Engine:
             for i, (token, lp) in enumerate(itertools.zip_longest(tokens[:n_taken], logprobs[rid][:n_taken])):
                 self._emit_token(live, token, lp)
                 if live.text_done:  # a stop string ended it: accepted guesses after it are not outputs
-                    del live.request.output_ids[before[rid] + i + 1:]
+                    live.request.drop_outputs_from(before[rid] + i + 1)
                     break
         self._report_finished(self.scheduler.take_finished())
 

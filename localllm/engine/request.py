@@ -91,6 +91,13 @@ class Request:
     def is_finished(self) -> bool:
         return self.status is RequestStatus.FINISHED
 
+    def drop_outputs_from(self, n: int) -> None:
+        """Forget output tokens n and later: a stop string ended the text at token n - 1, and
+        the guesses accepted after it in the same step are not outputs."""
+        if not self.is_finished:
+            raise ValueError("outputs are dropped only from a finished request")
+        del self.output_ids[n:]
+
     def stats(self) -> RequestStats:
         def since(start: float | None, end: float | None) -> float | None:
             return None if start is None or end is None else end - start

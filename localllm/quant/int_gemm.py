@@ -51,7 +51,8 @@ _Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4 = _fmt("q6_k_step")
 
 @njit(cache=True)
 def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4,
+              raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -62,7 +63,8 @@ def mm_q4_0(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_1_I, _Q4_1_S, _Q4_1_F, _Q4_1_I4, _Q4_1_S4, _Q4_1_F4, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q4_1_I, _Q4_1_S, _Q4_1_F, _Q4_1_I4, _Q4_1_S4, _Q4_1_F4,
+              raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -73,7 +75,8 @@ def mm_q4_1(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q5_0_I, _Q5_0_S, _Q5_0_F, _Q5_0_I4, _Q5_0_S4, _Q5_0_F4, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q5_0_I, _Q5_0_S, _Q5_0_F, _Q5_0_I4, _Q5_0_S4, _Q5_0_F4,
+              raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -84,7 +87,8 @@ def mm_q5_0(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q8_0_I, _Q8_0_S, _Q8_0_F, _Q8_0_I4, _Q8_0_S4, _Q8_0_F4, raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    tile_item(_Q8_0_I, _Q8_0_S, _Q8_0_F, _Q8_0_I4, _Q8_0_S4, _Q8_0_F4,
+              raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -95,7 +99,8 @@ def mm_q8_0(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+    tile_item(_Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4,
+              raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -106,7 +111,8 @@ def mm_q4_k(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q5_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q5_K_I, _Q5_K_S, _Q5_K_F, _Q5_K_I4, _Q5_K_S4, _Q5_K_F4, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+    tile_item(_Q5_K_I, _Q5_K_S, _Q5_K_F, _Q5_K_I4, _Q5_K_S4, _Q5_K_F4,
+              raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)
@@ -117,7 +123,8 @@ def mm_q5_k(raw, xq, xd, xm, xs, out, n_rtiles):
 
 @njit(cache=True)
 def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4, raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+    tile_item(_Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4,
+              raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)

@@ -71,7 +71,7 @@ def _call(builder, name, retty, args):
 
 
 def _addr(context, builder, arrty, arr, offty, off):
-    """Pointer to byte `off` of a 1-D uint8/int8 array."""
+    """Pointer to element `off` of a 1-D array (byte `off` of the uint8/int8 ones)."""
     ary = context.make_array(arrty)(context, builder, arr)
     off = context.cast(builder, off, offty, types.intp)
     return builder.gep(ary.data, [off])
@@ -283,6 +283,14 @@ def iadd(typingctx, a, b):
     return i32x8(a, b), codegen
 
 
+def _half_sums4(builder, a, b, c, d):
+    """[a b c d | a b c d]: each I32x8's low-half lane sum, then its high-half one (three vphaddd)."""
+    def hadd(x, y):
+        return _call(builder, "llvm.x86.avx2.phadd.d", _V32x8, [x, y])
+
+    return hadd(hadd(a, b), hadd(c, d))
+
+
 @intrinsic
 def ihsum4(typingctx, a, b, c, d):
     """The lane sums of four I32x8 at once (exact): three vphaddd and one 128-bit add,
@@ -291,10 +299,7 @@ def ihsum4(typingctx, a, b, c, d):
         return None
 
     def codegen(context, builder, sig, args):
-        def hadd(x, y):
-            return _call(builder, "llvm.x86.avx2.phadd.d", _V32x8, [x, y])
-
-        r = hadd(hadd(args[0], args[1]), hadd(args[2], args[3]))  # [a b c d | a b c d] half sums
+        r = _half_sums4(builder, *args)
         lo = builder.shuffle_vector(r, r, ir.Constant(ir.VectorType(_i32, 4), [0, 1, 2, 3]))
         hi = builder.shuffle_vector(r, r, ir.Constant(ir.VectorType(_i32, 4), [4, 5, 6, 7]))
         t = builder.add(lo, hi)
@@ -381,8 +386,7 @@ def load8(typingctx, arr, idx):
     kind = arr.dtype
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        p = builder.gep(ary.data, [context.cast(builder, args[1], sig.args[1], types.intp)])
+        p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
         if kind == types.float32:
             return builder.load(builder.bitcast(p, _F32x8.as_pointer()), align=1, typ=_F32x8)
         v16 = ir.VectorType(_i16, 8)
@@ -460,8 +464,7 @@ def load_i32x8(typingctx, arr, idx):
         return None
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        p = builder.gep(ary.data, [context.cast(builder, args[1], sig.args[1], types.intp)])
+        p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
         return builder.load(builder.bitcast(p, _V32x8.as_pointer()), align=1, typ=_V32x8)
 
     return i32x8(arr, idx), codegen
@@ -487,11 +490,7 @@ def hsum_rows8(typingctx, a0, a1, a2, a3, b0, b1, b2, b3):
         return None
 
     def codegen(context, builder, sig, args):
-        def hadd(x, y):
-            return _call(builder, "llvm.x86.avx2.phadd.d", _V32x8, [x, y])
-
-        ra = hadd(hadd(args[0], args[1]), hadd(args[2], args[3]))  # [a0..a3 low halves | high halves]
-        rb = hadd(hadd(args[4], args[5]), hadd(args[6], args[7]))
+        ra, rb = _half_sums4(builder, *args[:4]), _half_sums4(builder, *args[4:])
         lo = builder.shuffle_vector(ra, rb, ir.Constant(ir.VectorType(_i32, 8), [0, 1, 2, 3, 8, 9, 10, 11]))
         hi = builder.shuffle_vector(ra, rb, ir.Constant(ir.VectorType(_i32, 8), [4, 5, 6, 7, 12, 13, 14, 15]))
         return builder.add(lo, hi)

@@ -211,7 +211,8 @@ def attention_rows(q, kc, vc, positions, seq, tables, window, softcap, out):
     T, G = q.shape[0], kc.shape[1]
     sh = _block_shift(kc)
     for item in prange(T * G):
-        _row_item(q, kc, vc, positions, seq, tables, window, softcap, out, sh, _balanced_row(item // G, T), item % G)
+        it = np.int64(item)  # prange's index is unsigned in the parfor: int64 gives the callee one compile
+        _row_item(q, kc, vc, positions, seq, tables, window, softcap, out, sh, _balanced_row(it // G, T), it % G)
 
 
 # Columns of one head's output per work item in attention_split's value phase.
@@ -281,8 +282,9 @@ def attention_split(q, kc, vc, table, position, window, softcap, n_split, out):
     n_blk = (hi - base + 7) // 8
     per = (n_blk + n_split - 1) // n_split * 8  # keys per chunk, a multiple of 8
     s = np.empty((G, hpg, n), np.float32)  # (KV heads, heads in group, keys) scores, then probabilities
+    # item goes in as int64: prange's index is unsigned in the parfor, one compile of each callee
     for item in prange(G * n_split):  # scores
-        _split_scores(q, kc, table, sh, softcap, s, lo, hi, base, per, n_split, item)
+        _split_scores(q, kc, table, sh, softcap, s, lo, hi, base, per, n_split, np.int64(item))
     mx = np.empty((G, hpg), np.float32)
     for g in range(G):
         for hh in range(hpg):
@@ -292,7 +294,7 @@ def attention_split(q, kc, vc, table, position, window, softcap, n_split, out):
             mx[g, hh] = m
     bsum = np.zeros((G, hpg, n_blk), np.float32)  # each 8-key block's f32 sum of exponentials
     for item in prange(G * n_split):
-        _split_exps(s, mx, bsum, lo, hi, base, per, n_split, item)
+        _split_exps(s, mx, bsum, lo, hi, base, per, n_split, np.int64(item))
     inv = np.empty((G, hpg), np.float32)
     for g in range(G):
         for hh in range(hpg):
@@ -301,10 +303,10 @@ def attention_split(q, kc, vc, table, position, window, softcap, n_split, out):
                 total += np.float64(bsum[g, hh, b])
             inv[g, hh] = np.float32(1.0 / total)
     for item in prange(G * n_split):  # probabilities
-        _split_probs(s, inv, vc, lo, hi, base, per, n_split, item)
+        _split_probs(s, inv, vc, lo, hi, base, per, n_split, np.int64(item))
     n_cc = (dv + SPLIT_COLS - 1) // SPLIT_COLS if dv % 8 == 0 else 1
     for item in prange(G * hpg * n_cc):  # weighted values, by column chunk
-        _split_values(s, vc, table, sh, lo, hi, n_cc, out, item)
+        _split_values(s, vc, table, sh, lo, hi, n_cc, out, np.int64(item))
 
 
 def attention(q, kc, vc, positions, seq, tables, window=0, n_split=1, softcap=0.0, out=None):

@@ -32,6 +32,6 @@ def rmsnorm_rows(out, x, w, eps):
 @njit(cache=True, fastmath=False, parallel=True)
 def rmsnorm_rows_par(out, x, w, eps):
     """rmsnorm_rows with the rows spread over threads (each row computed the same way)."""
-    for r in prange(x.shape[0]):
-        _rmsnorm_row(out, x, w, eps, r)
+    for r in prange(x.shape[0]):  # int64: prange's index is unsigned in the parfor, one compile of the callee for both
+        _rmsnorm_row(out, x, w, eps, np.int64(r))
 

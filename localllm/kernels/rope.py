@@ -62,6 +62,6 @@ def rope_qk(q, k, positions, base, rope_dim, neox, pos_scale, freq_factors):
 def rope_qk_par(q, k, positions, base, rope_dim, neox, pos_scale, freq_factors):
     """rope_qk with the rows spread over threads (each row rotated the same way)."""
     theta_scale, inv_scale = _scales(base, rope_dim, pos_scale)
-    for t in prange(q.shape[0]):
-        _rope_row(q, k, t, positions, theta_scale, inv_scale, rope_dim, neox, freq_factors)
+    for t in prange(q.shape[0]):  # int64: prange's index is unsigned in the parfor, one compile of the callee for both
+        _rope_row(q, k, np.int64(t), positions, theta_scale, inv_scale, rope_dim, neox, freq_factors)
 

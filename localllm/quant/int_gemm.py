@@ -13,6 +13,7 @@ Import only on x86 with AVX2 (isa.KERNEL_PATH is 'avx2' or 'avx512').
 
 import localllm._numba_setup  # noqa: F401
 
+import numpy as np
 from numba import njit, prange
 
 from localllm.isa import KERNEL_PATH
@@ -47,6 +48,9 @@ _Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4 = _fmt("q6_k_step")
 
 # Per format: one work item (a plain function, where the format's functions are globals)
 # and the parallel loop over items. Units per row: K/32 blocks, or K/256 for K-quants.
+# The item index goes in as int64: numba types a prange index signed when it types the
+# loop and unsigned when it lowers the parfor, and each type would compile the item again
+# (measured: 6 s more per K-quant format on a cold start).
 
 
 @njit(cache=True)
@@ -58,7 +62,7 @@ def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
 @njit(parallel=True, cache=True)
 def mm_q4_0(raw, xq, xd, xm, xs, out, n_rtiles):
     for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+        _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
 
 
 @njit(cache=True)
@@ -70,7 +74,7 @@ def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
 @njit(parallel=True, cache=True)
 def mm_q4_1(raw, xq, xd, xm, xs, out, n_rtiles):
     for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+        _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
 
 
 @njit(cache=True)
@@ -82,7 +86,7 @@ def _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
 @njit(parallel=True, cache=True)
 def mm_q5_0(raw, xq, xd, xm, xs, out, n_rtiles):
     for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+        _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
 
 
 @njit(cache=True)
@@ -94,7 +98,7 @@ def _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
 @njit(parallel=True, cache=True)
 def mm_q8_0(raw, xq, xd, xm, xs, out, n_rtiles):
     for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+        _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
 
 
 @njit(cache=True)
@@ -106,7 +110,7 @@ def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
 @njit(parallel=True, cache=True)
 def mm_q4_k(raw, xq, xd, xm, xs, out, n_rtiles):
     for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+        _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
 
 
 @njit(cache=True)
@@ -118,7 +122,7 @@ def _q5_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
 @njit(parallel=True, cache=True)
 def mm_q5_k(raw, xq, xd, xm, xs, out, n_rtiles):
     for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q5_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+        _q5_k_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
 
 
 @njit(cache=True)
@@ -130,7 +134,7 @@ def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
 @njit(parallel=True, cache=True)
 def mm_q6_k(raw, xq, xd, xm, xs, out, n_rtiles):
     for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it)
+        _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
 
 
 # Weight type code -> kernel (codes as in formats.py).

@@ -111,8 +111,8 @@ def _quantize_one_row(x, m, kind, xq, xd, xm, xs):
 @njit(cache=True, parallel=True)
 def quantize_activations_par(x, kind, xq, xd, xm, xs):
     """quantize_activations with the rows spread over threads (each row's codes are the same)."""
-    for m in prange(x.shape[0]):
-        _quantize_one_row(x, m, kind, xq, xd, xm, xs)
+    for m in prange(x.shape[0]):  # int64: prange's index is unsigned in the parfor, one compile of the callee for both
+        _quantize_one_row(x, np.int64(m), kind, xq, xd, xm, xs)
 
 
 def new_activation_buffers(m: int, k: int):

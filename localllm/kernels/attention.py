@@ -74,6 +74,25 @@ def _dot_batch(k, q):
 
 
 @njit(inline="always", cache=True)
+def _dot_batch4(k, q0, q1, q2, q3):
+    """_dot_batch of one cache row with four query rows, the row loaded once per 8 elements
+    (each dot keeps its own lanes and order). d % 8 == 0."""
+    a0, a1, a2, a3 = zero8(), zero8(), zero8(), zero8()
+    for i in range(0, q0.shape[0], 8):
+        kv = load8(k, i)
+        a0 = fma8(kv, load8(q0, i), a0)
+        a1 = fma8(kv, load8(q1, i), a1)
+        a2 = fma8(kv, load8(q2, i), a2)
+        a3 = fma8(kv, load8(q3, i), a3)
+    return hsum_movehl(a0), hsum_movehl(a1), hsum_movehl(a2), hsum_movehl(a3)
+
+
+@njit(inline="always", cache=True)
+def _capped(acc, softcap):
+    return softcap * np.tanh(acc / softcap) if softcap > 0 else acc
+
+
+@njit(inline="always", cache=True)
 def _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, col0):
     """s[hh, col0 + j - j0] = q[t, g*hpg + hh] . k[g, j] for keys j0..j1-1 (q rounded like K)."""
     hpg, dk = s.shape[0], q.shape[2]
@@ -81,27 +100,24 @@ def _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, col0):
     for hh in range(hpg):
         for i in range(dk):
             qh[hh, i] = round_like(q[t, g * hpg + hh, i], kc[0, 0, 0, 0])
+    h4 = hpg - hpg % 4 if dk % 8 == 0 else 0  # heads taken four at a time
     for j in range(j0, j1):
         krow = _cell(kc, table, sh, g, j)
-        for hh in range(hpg):
-            acc = _dot_batch(krow, qh[hh])
-            if softcap > 0:
-                acc = softcap * np.tanh(acc / softcap)
-            s[hh, col0 + j - j0] = acc
+        c = col0 + j - j0
+        for hh in range(0, h4, 4):
+            d0, d1, d2, d3 = _dot_batch4(krow, qh[hh], qh[hh + 1], qh[hh + 2], qh[hh + 3])
+            s[hh, c], s[hh + 1, c] = _capped(d0, softcap), _capped(d1, softcap)
+            s[hh + 2, c], s[hh + 3, c] = _capped(d2, softcap), _capped(d3, softcap)
+        for hh in range(h4, hpg):
+            s[hh, c] = _capped(_dot_batch(krow, qh[hh]), softcap)
 
 
 @njit(inline="always", cache=True)
-def _weighted_values(p, vc, table, sh, g, h0, h1, j0, j1, col0, lanes, i0, i1):
-    """lanes[hh - h0, lane(j), i] += p[hh, col0 + j - j0] * v[g, j, i] (fused) for heads
-    h0..h1-1 of the group, keys j0..j1-1 and columns i0..i1-1 (multiples of 8 when dv is).
-
-    Lanes are keyed by the absolute key index, lane j % 8, as in llama.cpp's dot of a V
-    row (over all cache cells, masked ones weighted 0) with the probabilities. Each
-    (head, lane, column) is its own chain over the keys in order, so splitting heads or
-    columns over threads changes nothing.
-    """
+def _values_keys(p, vc, table, sh, g, h0, h1, j0, j1, k0, k1, col0, lanes, i0, i1):
+    """_weighted_values' terms for keys k0..k1-1 (within j0..j1), one key at a time, the
+    lanes read from and written back to memory."""
     dv = lanes.shape[2]
-    for j in range(j0, j1):
+    for j in range(k0, k1):
         vrow = _cell(vc, table, sh, g, j)
         for hh in range(h0, h1):
             acc = lanes[hh - h0, j & 7]
@@ -113,6 +129,65 @@ def _weighted_values(p, vc, table, sh, g, h0, h1, j0, j1, col0, lanes, i0, i1):
             else:
                 for i in range(i0, i1):
                     acc[i] = fma32(as_f32(vrow[i]), w, acc[i])
+
+
+# Keys per pass of _weighted_values' register loop: their value rows (32 x dv f16) stay in
+# L1 while every 8-column chunk of every head passes over them.
+VALUE_KEYS = 32
+
+
+@njit(inline="always", cache=True)
+def _weighted_values(p, vc, table, sh, g, h0, h1, j0, j1, col0, lanes, i0, i1):
+    """lanes[hh - h0, lane(j), i] += p[hh, col0 + j - j0] * v[g, j, i] (fused) for heads
+    h0..h1-1 of the group, keys j0..j1-1 and columns i0..i1-1 (multiples of 8 when dv is).
+
+    Lanes are keyed by the absolute key index, lane j % 8, as in llama.cpp's dot of a V
+    row (over all cache cells, masked ones weighted 0) with the probabilities. Each
+    (head, lane, column) is its own chain over the keys in order, so splitting heads or
+    columns over threads changes nothing, and neither does the loop order: whole 8-key
+    groups keep an 8-column chunk's eight lanes in registers over VALUE_KEYS keys, the
+    keys before and after them go one at a time (_values_keys).
+    """
+    dv, bs = lanes.shape[2], vc.shape[2]
+    a = min(j1, (j0 + 7) // 8 * 8)  # whole 8-key groups: keys a..b-1
+    b = max(a, j1 // 8 * 8)
+    if dv % 8 != 0 or bs % 8 != 0:
+        a = b = j1
+    _values_keys(p, vc, table, sh, g, h0, h1, j0, j1, j0, a, col0, lanes, i0, i1)
+    flat = vc.reshape(vc.size)  # the layer's values as one row, addressed below by offset
+    G = vc.shape[1]
+    starts = np.empty(VALUE_KEYS // 8, np.int64)  # flat offset of each 8-key group's first row
+    for k0 in range(a, b, VALUE_KEYS):
+        n8 = (min(b, k0 + VALUE_KEYS) - k0) // 8
+        for q in range(n8):
+            j = k0 + 8 * q  # keys j..j+7 lie in one block of the pool (bs % 8 == 0)
+            starts[q] = ((np.int64(table[j >> sh]) * G + g) * bs + (j & (bs - 1))) * dv
+        for hh in range(h0, h1):
+            ln = lanes[hh - h0]
+            pr = p[hh, col0 + k0 - j0:]  # (>= 8 * n8,) the pass's probabilities
+            for i in range(i0, i1, 8):
+                c0, c1, c2, c3 = load8(ln[0], i), load8(ln[1], i), load8(ln[2], i), load8(ln[3], i)
+                c4, c5, c6, c7 = load8(ln[4], i), load8(ln[5], i), load8(ln[6], i), load8(ln[7], i)
+                for q in range(n8):
+                    o = starts[q] + i
+                    p8 = pr[8 * q:]  # constant indices below: no negative-index checks
+                    c0 = fma8(load8(flat, o), bcast8(p8[0]), c0)
+                    c1 = fma8(load8(flat, o + dv), bcast8(p8[1]), c1)
+                    c2 = fma8(load8(flat, o + 2 * dv), bcast8(p8[2]), c2)
+                    c3 = fma8(load8(flat, o + 3 * dv), bcast8(p8[3]), c3)
+                    c4 = fma8(load8(flat, o + 4 * dv), bcast8(p8[4]), c4)
+                    c5 = fma8(load8(flat, o + 5 * dv), bcast8(p8[5]), c5)
+                    c6 = fma8(load8(flat, o + 6 * dv), bcast8(p8[6]), c6)
+                    c7 = fma8(load8(flat, o + 7 * dv), bcast8(p8[7]), c7)
+                store8(ln[0], i, c0)
+                store8(ln[1], i, c1)
+                store8(ln[2], i, c2)
+                store8(ln[3], i, c3)
+                store8(ln[4], i, c4)
+                store8(ln[5], i, c5)
+                store8(ln[6], i, c6)
+                store8(ln[7], i, c7)
+    _values_keys(p, vc, table, sh, g, h0, h1, j0, j1, b, j1, col0, lanes, i0, i1)
 
 
 @njit(inline="always", cache=True)

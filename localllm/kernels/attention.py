@@ -92,7 +92,7 @@ def _capped(acc, softcap):
     return softcap * np.tanh(acc / softcap) if softcap > 0 else acc
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)  # a call, not inlined: compiled once for both of its callers
 def _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, col0):
     """s[hh, col0 + j - j0] = q[t, g*hpg + hh] . k[g, j] for keys j0..j1-1 (q rounded like K)."""
     hpg, dk = s.shape[0], q.shape[2]
@@ -112,7 +112,7 @@ def _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, col0):
             s[hh, c] = _capped(_dot_batch(krow, qh[hh]), softcap)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)  # a call, not inlined: compiled once for both of its callers
 def _values_keys(p, vc, table, sh, g, h0, h1, j0, j1, k0, k1, col0, lanes, i0, i1):
     """_weighted_values' terms for keys k0..k1-1 (within j0..j1), one key at a time, the
     lanes read from and written back to memory."""
@@ -136,7 +136,7 @@ def _values_keys(p, vc, table, sh, g, h0, h1, j0, j1, k0, k1, col0, lanes, i0, i
 VALUE_KEYS = 32
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)  # a call, not inlined: compiled once for both of its callers
 def _weighted_values(p, vc, table, sh, g, h0, h1, j0, j1, col0, lanes, i0, i1):
     """lanes[hh - h0, lane(j), i] += p[hh, col0 + j - j0] * v[g, j, i] (fused) for heads
     h0..h1-1 of the group, keys j0..j1-1 and columns i0..i1-1 (multiples of 8 when dv is).

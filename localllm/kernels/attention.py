@@ -117,7 +117,7 @@ def _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, col0):
             s[hh, col0 + j - j0] = _capped(_dot_batch(krow, qh[hh]), softcap)
 
 
-@njit(cache=True)  # a call, not inlined: compiled once for both of its callers
+@njit(cache=True)  # a call, not inlined: compiled once for its two call sites
 def _values_keys(p, vc, table, sh, g, h0, h1, j0, j1, k0, k1, col0, lanes, i0, i1):
     """_weighted_values' terms for keys k0..k1-1 (within j0..j1), one key at a time, the
     lanes read from and written back to memory."""

@@ -23,7 +23,7 @@ from quant_data import random_tensor  # noqa: E402
 from localllm.quant import SUPPORTED_TYPES, QuantTensor, dequantize, dispatch, kernel_path, linear  # noqa: E402
 from localllm.quant.gemm_tiles import M_CHUNK  # noqa: E402
 
-ROWS = (1, 2, 5, M_CHUNK + 7)
+ROWS = (1, 2, 5, 37, M_CHUNK + 7)  # 37: two groups of 16 (avx512 wide path), a four, a one
 SHAPES = ((37, 512), (300, 256))
 
 

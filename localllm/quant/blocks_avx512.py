@@ -8,9 +8,10 @@ float operations:
     so the activations go in as x + 128 (x ^ 0x80) and the weights' own lane sums
     times -128, computed once per weight block, start the accumulator;
   * Q4_1's codes are unsigned already: one vpdpbusd;
-Formats not here (the K-quants) run blocks_avx2's code on this path: their work
-is in scale decoding and per-64 horizontal sums, which 512-bit registers do not
-shorten.
+In prompt chunks (16 rows or more) Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K take
+ROWS activation rows per weight block (the "wide" functions below, driven by
+gemm_tiles.tile_wide). For fewer rows the K-quants run blocks_avx2's code on
+this path.
 """
 
 import localllm._numba_setup  # noqa: F401
@@ -36,7 +37,22 @@ from localllm.quant.simd_avx512 import (
     w_or,
     w_subc,
     w_xorc,
+    w_andc,
+    w_shrc,
+    w_shlc,
+    scales16x2,
+    scale_pairs,
+    load16,
+    fma_sv,
+    lane16,
+    halves_i16,
+    imul_add,
+    rows_dot,
+    rows_madd,
+    rows_scale,
+    rows_pair_sums,
 )
+from localllm.quant.blocks_avx2 import scale_min_k4
 from localllm.quant.simd_x86 import load_u32
 
 
@@ -51,31 +67,49 @@ def vec_fin(st):
 
 
 @njit(inline="always", cache=True)
-def _signed_block(acc, w, da, db, x, s, b):
-    """acc + (d_w * d_x) * (w . x) for block b of both rows; w: signed codes (I8x64)."""
+def _signed_block(acc, w, dw, x, s, b):
+    """acc + (d_w * d_x) * (w . x) for block b of both rows; w: signed codes (I8x64),
+    dw: the rows' scales d_a | d_b."""
     lanes = dpbusd(signed_dot_bias(w), w_xorc(bcast32(x, b * 32), 0x80), w)
-    return fma16(acc, fmul_s(halves_f32(da, db), s[b]), lanes)
+    return fma16(acc, fmul_s(dw, s[b]), lanes)
+
+
+@njit(inline="always", cache=True)
+def q4_0_block(ra, rb, b):
+    """Block b of both rows: (signed codes (I8x64), scales d_a | d_b)."""
+    o = b * 18  # d f16 | 16 B nibbles
+    return w_subc(nibbles32x2(ra, o + 2, rb, o + 2), 8), halves_f32(_half(ra, o), _half(rb, o))
+
+
+@njit(inline="always", cache=True)
+def q5_0_block(ra, rb, b):
+    o = b * 22  # d f16 | qh u32 | 16 B nibbles
+    high = q5_high_bits2(load_u32(ra, o + 2), load_u32(rb, o + 2))
+    return w_subc(w_or(nibbles32x2(ra, o + 6, rb, o + 6), high), 16), halves_f32(_half(ra, o), _half(rb, o))
+
+
+@njit(inline="always", cache=True)
+def q8_0_block(ra, rb, b):
+    o = b * 34  # d f16 | 32 x int8
+    return load32x2(ra, o + 2, rb, o + 2), halves_f32(_half(ra, o), _half(rb, o))
 
 
 @njit(inline="always", cache=True)
 def q4_0_step(st, ra, rb, b, x, s, sm, gs):
-    o = b * 18  # d f16 | 16 B nibbles
-    w = w_subc(nibbles32x2(ra, o + 2, rb, o + 2), 8)
-    return _signed_block(st, w, _half(ra, o), _half(rb, o), x, s, b)
+    w, dw = q4_0_block(ra, rb, b)
+    return _signed_block(st, w, dw, x, s, b)
 
 
 @njit(inline="always", cache=True)
 def q5_0_step(st, ra, rb, b, x, s, sm, gs):
-    o = b * 22  # d f16 | qh u32 | 16 B nibbles
-    high = q5_high_bits2(load_u32(ra, o + 2), load_u32(rb, o + 2))
-    w = w_subc(w_or(nibbles32x2(ra, o + 6, rb, o + 6), high), 16)
-    return _signed_block(st, w, _half(ra, o), _half(rb, o), x, s, b)
+    w, dw = q5_0_block(ra, rb, b)
+    return _signed_block(st, w, dw, x, s, b)
 
 
 @njit(inline="always", cache=True)
 def q8_0_step(st, ra, rb, b, x, s, sm, gs):
-    o = b * 34  # d f16 | 32 x int8
-    return _signed_block(st, load32x2(ra, o + 2, rb, o + 2), _half(ra, o), _half(rb, o), x, s, b)
+    w, dw = q8_0_block(ra, rb, b)
+    return _signed_block(st, w, dw, x, s, b)
 
 
 @njit(inline="always", cache=True)
@@ -84,14 +118,217 @@ def q4_1_init():
 
 
 @njit(inline="always", cache=True)
-def q4_1_step(st, ra, rb, b, x, s, sm, gs):
+def q4_1_block(ra, rb, b):
+    """Block b of both rows: (codes (unsigned already), scales d_a | d_b, min m_a, min m_b)."""
     o = b * 20  # d f16 | m f16 | 16 B nibbles
-    lanes = dpbusd(izero16(), nibbles32x2(ra, o + 4, rb, o + 4), bcast32(x, b * 32))
-    acc = fma16(st[0], fmul_s(halves_f32(_half(ra, o), _half(rb, o)), s[b]), lanes)
-    return acc, fma32(_half(ra, o + 2), sm[b], st[1]), fma32(_half(rb, o + 2), sm[b], st[2])
+    return nibbles32x2(ra, o + 4, rb, o + 4), halves_f32(_half(ra, o), _half(rb, o)), _half(ra, o + 2), _half(rb, o + 2)
+
+
+@njit(inline="always", cache=True)
+def q4_1_step(st, ra, rb, b, x, s, sm, gs):
+    w, dw, ma, mb = q4_1_block(ra, rb, b)
+    acc = fma16(st[0], fmul_s(dw, s[b]), dpbusd(izero16(), w, bcast32(x, b * 32)))
+    return acc, fma32(ma, sm[b], st[1]), fma32(mb, sm[b], st[2])
 
 
 @njit(inline="always", cache=True)
 def q4_1_fin(st):
     a, b = hsum2(st[0])
     return a + st[1], b + st[2]
+
+
+# ---- many activation rows per weight-row pair (gemm_tiles.tile_wide) -----------------
+# In prompt chunks one decode of a weight block serves ROWS activation rows instead of
+# four. The item first copies its activation rows into a block-major scratch (wide_acts
+# and the per-format ones below), with block b of every row side by side, so one
+# pointer reaches all ROWS rows' block b. The legacy signed formats' scratch holds the
+# codes as x + 128 (x ^ 0x80, vpdpbusd's unsigned operand); the weight block's decode
+# and bias are then shared by ROWS rows, and each row gets _signed_block's integer
+# lanes and float steps. simd_avx512's rows_* intrinsics emit a group's rows.
+
+ROWS = 16
+
+
+@njit(inline="always", cache=True)
+def block_major(a, m0, n, per):
+    """Rows m0 .. m0+n-1 of a (M, nb * per), block-major: (nb * n * per,) with row i's
+    block b at (b * n + i) * per, so the rows' block b lie side by side."""
+    nb = a.shape[1] // per
+    out = np.empty(nb * n * per, a.dtype)
+    for i in range(n):
+        row = a[m0 + i]
+        for b in range(nb):
+            o = (b * n + i) * per
+            for j in range(per):
+                out[o + j] = row[b * per + j]
+    return out
+
+
+@njit(inline="always", cache=True)
+def wide_acts(xq, xd, xm, xs, m0, n):
+    """The legacy signed formats' scratch of rows m0 .. m0+n-1: codes as x ^ 0x80 (uint8)
+    and scales, block-major."""
+    xu = block_major(xq, m0, n, 32).view(np.uint8)
+    for t in range(xu.shape[0]):
+        xu[t] ^= np.uint8(0x80)
+    return xu, block_major(xd, m0, n, 1)
+
+
+@njit(inline="always", cache=True)
+def wide_init():
+    z = fzero16()
+    return z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z
+
+
+@njit(inline="always", cache=True)
+def wide_fin(st, j):
+    """(row a, row b) outputs of the group's row j."""
+    return hsum2(st[j])
+
+
+@njit(inline="always", cache=True)
+def wide_step(block, st, ra, rb, b, acts, n, i0):
+    """Block b for ROWS activation rows from scratch row i0 (acts: wide_acts' of n rows);
+    block: the format's decode (q4_0_block, ...)."""
+    xu, ds = acts
+    w, dw = block(ra, rb, b)
+    return rows_dot(st, signed_dot_bias(w), w, dw, xu, ds, b * n + i0, False)
+
+
+# Q6_K, ROWS activation rows per super-block pass. Codes go in unsigned (0..63, the
+# signed code + 32); rows_madd takes 32 * (each byte pair's activation sum) off the
+# pair sums, weights them by the 16-element scales, and adds into the super-block's
+# integer lanes: blocks_avx2._q6_k's lanes, exactly. Then one float step per
+# super-block, as there.
+
+
+@njit(inline="always", cache=True)
+def wide_acts_k(xq, xd, xm, xs, m0, n):
+    """Q6_K's scratch of rows m0 .. m0+n-1, block-major: codes, 32 * each code pair's sum
+    (int16, 16 per block) and scales."""
+    xk = block_major(xq, m0, n, 32)
+    xp = np.empty(xk.shape[0] // 2, np.int16)
+    for t in range(xp.shape[0]):
+        xp[t] = np.int16(32 * (np.int32(xk[2 * t]) + np.int32(xk[2 * t + 1])))
+    return xk, xp, block_major(xd, m0, n, 1)
+
+
+@njit(inline="always", cache=True)
+def wide_init_k():
+    z = izero16()
+    return z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z
+
+
+@njit(inline="always", cache=True)
+def q6_k_codes(ql, qh, part):
+    """Unsigned codes of one 32-element group of both rows: ql the 32 bytes holding its low
+    bits (low nibbles for parts 0, 1, high for 2, 3), qh the 32 bytes of high bit pairs."""
+    lo = w_andc(ql, 0xF) if part < 2 else w_shrc(ql, 4)
+    return w_or(lo, w_shlc(w_andc(w_shrc(qh, 2 * part), 3), 4))
+
+
+@njit(inline="always", cache=True)
+def q6_k_wide_step(codes, st, ra, rb, sb, acts, n, i0):
+    """Super-block sb for ROWS activation rows from scratch row i0 (wide_acts_k's acts)."""
+    xk, xp, ds = acts
+    o = sb * 210  # 128 B low bits | 64 B high bits | 16 int8 scales | d f16
+    sc = scales16x2(ra, o + 192, rb, o + 192)
+    isum = wide_init_k()
+    for h in range(2):
+        qh = load32x2(ra, o + 128 + 32 * h, rb, o + 128 + 32 * h)
+        ql0 = load32x2(ra, o + 64 * h, rb, o + 64 * h)
+        ql1 = load32x2(ra, o + 64 * h + 32, rb, o + 64 * h + 32)
+        g = 8 * sb + 4 * h
+        isum = rows_madd(isum, codes(ql0, qh, 0), scale_pairs(sc, 4 * h), xk, xp, g * n + i0)
+        isum = rows_madd(isum, codes(ql1, qh, 1), scale_pairs(sc, 4 * h + 1), xk, xp, (g + 1) * n + i0)
+        isum = rows_madd(isum, codes(ql0, qh, 2), scale_pairs(sc, 4 * h + 2), xk, xp, (g + 2) * n + i0)
+        isum = rows_madd(isum, codes(ql1, qh, 3), scale_pairs(sc, 4 * h + 3), xk, xp, (g + 3) * n + i0)
+    dw = halves_f32(_half(ra, o + 208), _half(rb, o + 208))
+    return rows_scale(st, isum, dw, ds, 8 * sb * n + i0)  # the super-block's scale, repeated over its blocks
+
+
+@njit(inline="always", cache=True)
+def wide_acts_q4_1(xq, xd, xm, xs, m0, n):
+    """Q4_1's scratch of rows m0 .. m0+n-1, block-major: codes, scales, scale * code sums."""
+    return block_major(xq, m0, n, 32), block_major(xd, m0, n, 1), block_major(xm, m0, n, 1)
+
+
+@njit(inline="always", cache=True)
+def wide_init_q4_1():
+    """(the ROWS rows' lane accumulators, min terms of rows a and b: lanes = activation rows)."""
+    return wide_init(), fzero16(), fzero16()
+
+
+@njit(inline="always", cache=True)
+def q4_1_wide_step(block, st, ra, rb, b, acts, n, i0):
+    """Block b for ROWS activation rows from scratch row i0 (wide_acts_q4_1's acts)."""
+    xk, ds, sms = acts
+    k = b * n + i0
+    w, dw, ma, mb = block(ra, rb, b)
+    sm = load16(sms, k)  # the ROWS rows' d_x * sum x
+    acc, min_a, min_b = st
+    return rows_dot(acc, izero16(), w, dw, xk, ds, k, True), fma_sv(min_a, ma, sm), fma_sv(min_b, mb, sm)
+
+
+@njit(inline="always", cache=True)
+def q4_1_wide_fin(st, j):
+    a, b = hsum2(st[0][j])
+    return a + lane16(st[1], j), b + lane16(st[2], j)
+
+
+# Q4_K, ROWS activation rows per super-block. Each 64 elements' integer lanes, weighted
+# by the 6-bit scales, are summed per (weight row, activation row) by rows_pair_sums
+# into two vectors whose lanes are the ROWS rows: then every element's float step is
+# one lane of a vector fused multiply-add, in blocks_avx2._q4_k's order, and so is the
+# min term. State: (acc_a, acc_b, min_a, min_b), lanes = activation rows.
+
+
+@njit(inline="always", cache=True)
+def wide_acts_q4_k(xq, xd, xm, xs, m0, n):
+    """Q4_K's scratch of rows m0 .. m0+n-1, block-major: codes, scales, code sums."""
+    return block_major(xq, m0, n, 32), block_major(xd, m0, n, 1), block_major(xs, m0, n, 1)
+
+
+@njit(inline="always", cache=True)
+def wide_init_q4_k():
+    z = fzero16()
+    return z, z, z, z
+
+
+@njit(inline="always", cache=True)
+def q4_k_nibbles(ra, rb, o, p):
+    """Codes of groups 2p and 2p + 1 of both rows (super-block at byte o)."""
+    q = load32x2(ra, o + 16 + 32 * p, rb, o + 16 + 32 * p)
+    return w_andc(q, 0xF), w_shrc(q, 4)
+
+
+@njit(inline="always", cache=True)
+def q4_k_wide_step(nibbles, st, ra, rb, sb, acts, n, i0):
+    """Super-block sb for ROWS activation rows from scratch row i0 (wide_acts_q4_k's acts)."""
+    xk, ds, gsw = acts
+    acc_a, acc_b, min_a, min_b = st
+    o = sb * 144  # d, dmin f16 | 12 B scales/mins | 128 B nibbles
+    dx = load16(ds, 8 * sb * n + i0)  # the rows' super-block scales
+    dd_a, dd_b = fmul_s(dx, _half(ra, o)), fmul_s(dx, _half(rb, o))
+    for p in range(4):
+        w0, w1 = nibbles(ra, rb, o, p)
+        sa0, _ = scale_min_k4(ra, o + 4, 2 * p)
+        sa1, _ = scale_min_k4(ra, o + 4, 2 * p + 1)
+        sb0, _ = scale_min_k4(rb, o + 4, 2 * p)
+        sb1, _ = scale_min_k4(rb, o + 4, 2 * p + 1)
+        s0, s1 = halves_i16(sa0, sb0), halves_i16(sa1, sb1)
+        sums_a, sums_b = rows_pair_sums(w0, w1, s0, s1, xk, (8 * sb + 2 * p) * n + i0, (8 * sb + 2 * p + 1) * n + i0)
+        acc_a, acc_b = fma16(acc_a, dd_a, sums_a), fma16(acc_b, dd_b, sums_b)
+    imin_a, imin_b = izero16(), izero16()
+    for j in range(8):
+        g = load16(gsw, (8 * sb + j) * n + i0)  # the rows' code sums of group j
+        imin_a = imul_add(imin_a, g, scale_min_k4(ra, o + 4, j)[1])
+        imin_b = imul_add(imin_b, g, scale_min_k4(rb, o + 4, j)[1])
+    min_a = fma16(min_a, fmul_s(dx, _half(ra, o + 2)), imin_a)
+    min_b = fma16(min_b, fmul_s(dx, _half(rb, o + 2)), imin_b)
+    return acc_a, acc_b, min_a, min_b
+
+
+@njit(inline="always", cache=True)
+def q4_k_wide_fin(st, j):
+    return lane16(st[0], j) - lane16(st[2], j), lane16(st[1], j) - lane16(st[3], j)

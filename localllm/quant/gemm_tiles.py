@@ -6,7 +6,10 @@ item, weight rows go in pairs and activation rows in fours, so one pass over a
 weight block serves 4 activation rows and one activation block serves 2 weight
 rows. The format's init/step/fin functions (blocks_avx2, blocks_avx512) do the
 arithmetic of one (row pair, activation row); LLVM keeps the 4 states in
-registers and shares the loads and decodes between them.
+registers and shares the loads and decodes between them. On the avx512 path,
+tile_wide first runs each item's activation rows in groups of 16 through the
+format's wide functions (blocks_avx512), which share one weight decode among
+all 16.
 
 An element's arithmetic never depends on the tiling: its state is its own, and
 its units are visited in order. So M = 1 (decode), M = 5 (speculative
@@ -69,6 +72,50 @@ def four_fins(fin, st4):
 
 
 @njit(inline="always", cache=True)
+def _item_bounds(N, M, n_rtiles, item):
+    mc, rt = item // n_rtiles, item % n_rtiles
+    r0, r1 = row_range(N, n_rtiles, rt)
+    return r0, r1, mc * M_CHUNK, min(M, (mc + 1) * M_CHUNK)
+
+
+@njit(inline="always", cache=True)
+def _fours_and_ones(init, step, fin, init4, step4, fin4, ra, rb, r, r2, xq, xd, xm, xs, out, units, m0, m1):
+    """Elements (m, r) and (m, r2) for activation rows m0 .. m1-1: fours, then single rows."""
+    m4 = m0 + (m1 - m0) // 4 * 4
+    for m in range(m0, m4, 4):
+        a0 = (xq[m], xd[m], xm[m], xs[m])
+        a1 = (xq[m + 1], xd[m + 1], xm[m + 1], xs[m + 1])
+        a2 = (xq[m + 2], xd[m + 2], xm[m + 2], xs[m + 2])
+        a3 = (xq[m + 3], xd[m + 3], xm[m + 3], xs[m + 3])
+        st4 = init4(init)
+        for u in range(units):
+            st4 = step4(step, st4, ra, rb, u, a0, a1, a2, a3)
+        o0, o1, o2, o3 = fin4(fin, st4)
+        out[m, r], out[m, r2] = o0
+        out[m + 1, r], out[m + 1, r2] = o1
+        out[m + 2, r], out[m + 2, r2] = o2
+        out[m + 3, r], out[m + 3, r2] = o3
+    for m in range(m4, m1):
+        x0, s0, sm0, g0 = xq[m], xd[m], xm[m], xs[m]
+        st0 = init()
+        for u in range(units):
+            st0 = step(st0, ra, rb, u, x0, s0, sm0, g0)
+        out[m, r], out[m, r2] = fin(st0)
+
+
+@njit(inline="always", cache=True)
+def _row_pairs(init, step, fin, init4, step4, fin4, raw, xq, xd, xm, xs, out, units, r0, r1, m0, m1):
+    """Elements [m0, m1) x [r0, r1): weight rows in pairs, activation rows in fours and ones."""
+    for r in range(r0, r1, 2):
+        r2 = min(r + 1, r1 - 1)  # an odd last row is computed twice and stored once
+        ra, rb = raw[r], raw[r2]
+        if m1 - m0 < 4:
+            _prefetch_ahead(ra)
+            _prefetch_ahead(rb)
+        _fours_and_ones(init, step, fin, init4, step4, fin4, ra, rb, r, r2, xq, xd, xm, xs, out, units, m0, m1)
+
+
+@njit(inline="always", cache=True)
 def tile_item(init, step, fin, init4, step4, fin4, raw, xq, xd, xm, xs, out, units, n_rtiles, item):
     """Compute the elements of work item `item` (see module doc). units: blocks per row.
     init/step/fin serve one activation row, init4/step4/fin4 four (four_inits, four_steps
@@ -77,36 +124,32 @@ def tile_item(init, step, fin, init4, step4, fin4, raw, xq, xd, xm, xs, out, uni
     Call it from a plain (not parallel) @njit function per format, itself called from
     the prange loop: numba's parfor analysis cannot follow the formats' tuple states,
     and passing the format functions to a non-inlined call would stop numba caching."""
-    N, M = raw.shape[0], xq.shape[0]
-    mc, rt = item // n_rtiles, item % n_rtiles
-    r0, r1 = row_range(N, n_rtiles, rt)
-    m0, m1 = mc * M_CHUNK, min(M, (mc + 1) * M_CHUNK)
-    m4 = m0 + (m1 - m0) // 4 * 4
-    for r in range(r0, r1, 2):
-        r2 = min(r + 1, r1 - 1)  # an odd last row is computed twice and stored once
-        ra, rb = raw[r], raw[r2]
-        if m1 - m0 < 4:
-            _prefetch_ahead(ra)
-            _prefetch_ahead(rb)
-        for m in range(m0, m4, 4):
-            a0 = (xq[m], xd[m], xm[m], xs[m])
-            a1 = (xq[m + 1], xd[m + 1], xm[m + 1], xs[m + 1])
-            a2 = (xq[m + 2], xd[m + 2], xm[m + 2], xs[m + 2])
-            a3 = (xq[m + 3], xd[m + 3], xm[m + 3], xs[m + 3])
-            st4 = init4(init)
-            for u in range(units):
-                st4 = step4(step, st4, ra, rb, u, a0, a1, a2, a3)
-            o0, o1, o2, o3 = fin4(fin, st4)
-            out[m, r], out[m, r2] = o0
-            out[m + 1, r], out[m + 1, r2] = o1
-            out[m + 2, r], out[m + 2, r2] = o2
-            out[m + 3, r], out[m + 3, r2] = o3
-        for m in range(m4, m1):
-            x0, s0, sm0, g0 = xq[m], xd[m], xm[m], xs[m]
-            st0 = init()
-            for u in range(units):
-                st0 = step(st0, ra, rb, u, x0, s0, sm0, g0)
-            out[m, r], out[m, r2] = fin(st0)
+    r0, r1, m0, m1 = _item_bounds(raw.shape[0], xq.shape[0], n_rtiles, item)
+    _row_pairs(init, step, fin, init4, step4, fin4, raw, xq, xd, xm, xs, out, units, r0, r1, m0, m1)
+
+
+@njit(inline="always", cache=True)
+def tile_wide(block, n_wide, wide_acts, init_w, step_w, fin_w, init, step, fin, init4, step4, fin4,
+              raw, xq, xd, xm, xs, out, units, n_rtiles, item):
+    """tile_item with the item's activation rows in groups of n_wide first (prompt chunks;
+    blocks_avx512's wide functions): wide_acts copies the grouped rows into a scratch
+    once per item, step_w runs one unit for a group (block: the format's decode, which
+    step_w calls), fin_w(state, j) finishes a group's row j. The rows left over (all
+    of them when M < n_wide: decode allocates nothing) go as in tile_item."""
+    r0, r1, m0, m1 = _item_bounds(raw.shape[0], xq.shape[0], n_rtiles, item)
+    n = (m1 - m0) // n_wide * n_wide
+    if n > 0:
+        acts = wide_acts(xq, xd, xm, xs, m0, n)
+        for r in range(r0, r1, 2):
+            r2 = min(r + 1, r1 - 1)
+            ra, rb = raw[r], raw[r2]
+            for i0 in range(0, n, n_wide):
+                st = init_w()
+                for u in range(units):
+                    st = step_w(block, st, ra, rb, u, acts, n, i0)
+                for j in range(n_wide):
+                    out[m0 + i0 + j, r], out[m0 + i0 + j, r2] = fin_w(st, j)
+    _row_pairs(init, step, fin, init4, step4, fin4, raw, xq, xd, xm, xs, out, units, r0, r1, m0 + n, m1)
 
 
 @njit(cache=True)

@@ -4,7 +4,8 @@ Every kernel has one signature (one specialization each):
     raw (N, row_bytes) uint8 readonly; xq (M, K) int8; xd, xm (M, K/32) f32;
     xs (M, K/32) int32 (q8act's layout); out (M, N) f32; n_rtiles: row tiles.
 The block arithmetic comes from blocks_avx512 on the avx512 path, for the formats
-it covers, and from blocks_avx2 otherwise; gemm_tiles does the tiling. Both
+it covers, and from blocks_avx2 otherwise; gemm_tiles does the tiling (tile_wide
+where blocks_avx512 has a format's 16-row functions, tile_item elsewhere). Both
 paths produce the same 8 int32 lanes per block and the same float steps, so
 their results are equal bit for bit.
 
@@ -18,7 +19,7 @@ from numba import njit, prange
 
 from localllm.isa import KERNEL_PATH
 from localllm.quant import blocks_avx2 as B2
-from localllm.quant.gemm_tiles import four_fins, four_inits, four_steps, n_items, tile_item
+from localllm.quant.gemm_tiles import four_fins, four_inits, four_steps, n_items, tile_item, tile_wide
 
 if KERNEL_PATH == "avx512":
     from localllm.quant import blocks_avx512 as B
@@ -53,64 +54,76 @@ _Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4 = _fmt("q6_k_step")
 # (measured: 6 s more per K-quant format on a cold start).
 
 
-@njit(cache=True)
-def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4,
-              raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+if KERNEL_PATH == "avx512":
+    # Prompt chunks take these formats 16 activation rows per pass (blocks_avx512's wide functions).
 
+    @njit(cache=True)
+    def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_wide(B.q4_0_block, B.ROWS, B.wide_acts, B.wide_init, B.wide_step, B.wide_fin,
+                  _Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
-@njit(parallel=True, cache=True)
-def mm_q4_0(raw, xq, xd, xm, xs, out, n_rtiles):
-    for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
+    @njit(cache=True)
+    def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_wide(B.q4_1_block, B.ROWS, B.wide_acts_q4_1, B.wide_init_q4_1, B.q4_1_wide_step, B.q4_1_wide_fin,
+                  _Q4_1_I, _Q4_1_S, _Q4_1_F, _Q4_1_I4, _Q4_1_S4, _Q4_1_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
+    @njit(cache=True)
+    def _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_wide(B.q5_0_block, B.ROWS, B.wide_acts, B.wide_init, B.wide_step, B.wide_fin,
+                  _Q5_0_I, _Q5_0_S, _Q5_0_F, _Q5_0_I4, _Q5_0_S4, _Q5_0_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
-@njit(cache=True)
-def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_1_I, _Q4_1_S, _Q4_1_F, _Q4_1_I4, _Q4_1_S4, _Q4_1_F4,
-              raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    @njit(cache=True)
+    def _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_wide(B.q8_0_block, B.ROWS, B.wide_acts, B.wide_init, B.wide_step, B.wide_fin,
+                  _Q8_0_I, _Q8_0_S, _Q8_0_F, _Q8_0_I4, _Q8_0_S4, _Q8_0_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
+    @njit(cache=True)
+    def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_wide(B.q4_k_nibbles, B.ROWS, B.wide_acts_q4_k, B.wide_init_q4_k, B.q4_k_wide_step, B.q4_k_wide_fin,
+                  _Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
-@njit(parallel=True, cache=True)
-def mm_q4_1(raw, xq, xd, xm, xs, out, n_rtiles):
-    for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
+    @njit(cache=True)
+    def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_wide(B.q6_k_codes, B.ROWS, B.wide_acts_k, B.wide_init, B.q6_k_wide_step, B.wide_fin,
+                  _Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
+else:
 
-@njit(cache=True)
-def _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q5_0_I, _Q5_0_S, _Q5_0_F, _Q5_0_I4, _Q5_0_S4, _Q5_0_F4,
-              raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    @njit(cache=True)
+    def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_item(_Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
+    @njit(cache=True)
+    def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_item(_Q4_1_I, _Q4_1_S, _Q4_1_F, _Q4_1_I4, _Q4_1_S4, _Q4_1_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
-@njit(parallel=True, cache=True)
-def mm_q5_0(raw, xq, xd, xm, xs, out, n_rtiles):
-    for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
+    @njit(cache=True)
+    def _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_item(_Q5_0_I, _Q5_0_S, _Q5_0_F, _Q5_0_I4, _Q5_0_S4, _Q5_0_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
+    @njit(cache=True)
+    def _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_item(_Q8_0_I, _Q8_0_S, _Q8_0_F, _Q8_0_I4, _Q8_0_S4, _Q8_0_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
-@njit(cache=True)
-def _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q8_0_I, _Q8_0_S, _Q8_0_F, _Q8_0_I4, _Q8_0_S4, _Q8_0_F4,
-              raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
+    @njit(cache=True)
+    def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_item(_Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
-
-@njit(parallel=True, cache=True)
-def mm_q8_0(raw, xq, xd, xm, xs, out, n_rtiles):
-    for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
-
-
-@njit(cache=True)
-def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4,
-              raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
-
-
-@njit(parallel=True, cache=True)
-def mm_q4_k(raw, xq, xd, xm, xs, out, n_rtiles):
-    for it in prange(n_items(xq.shape[0], n_rtiles)):
-        _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
+    @njit(cache=True)
+    def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+        tile_item(_Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4,
+                  raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(cache=True)
@@ -120,15 +133,39 @@ def _q5_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
 
 
 @njit(parallel=True, cache=True)
+def mm_q4_0(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
+
+
+@njit(parallel=True, cache=True)
+def mm_q4_1(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
+
+
+@njit(parallel=True, cache=True)
+def mm_q5_0(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
+
+
+@njit(parallel=True, cache=True)
+def mm_q8_0(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
+
+
+@njit(parallel=True, cache=True)
+def mm_q4_k(raw, xq, xd, xm, xs, out, n_rtiles):
+    for it in prange(n_items(xq.shape[0], n_rtiles)):
+        _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
+
+
+@njit(parallel=True, cache=True)
 def mm_q5_k(raw, xq, xd, xm, xs, out, n_rtiles):
     for it in prange(n_items(xq.shape[0], n_rtiles)):
         _q5_k_item(raw, xq, xd, xm, xs, out, n_rtiles, np.int64(it))
-
-
-@njit(cache=True)
-def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    tile_item(_Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4,
-              raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 
 @njit(parallel=True, cache=True)

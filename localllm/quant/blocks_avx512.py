@@ -51,8 +51,10 @@ from localllm.quant.simd_avx512 import (
     rows_madd,
     rows_scale,
     rows_pair_sums,
+    dot_offset,
 )
 from localllm.quant.blocks_avx2 import scale_min_k4
+from localllm.quant.gemm_tiles import four_fins, four_inits
 from localllm.quant.simd_x86 import load_u32
 
 
@@ -75,17 +77,31 @@ def _signed_block(acc, w, dw, x, s, b):
 
 
 @njit(inline="always", cache=True)
+def q4_0_codes(ra, rb, b):
+    """Block b of both rows: (codes + 8, unsigned (I8x64), scales d_a | d_b)."""
+    o = b * 18  # d f16 | 16 B nibbles
+    return nibbles32x2(ra, o + 2, rb, o + 2), halves_f32(_half(ra, o), _half(rb, o))
+
+
+@njit(inline="always", cache=True)
 def q4_0_block(ra, rb, b):
     """Block b of both rows: (signed codes (I8x64), scales d_a | d_b)."""
-    o = b * 18  # d f16 | 16 B nibbles
-    return w_subc(nibbles32x2(ra, o + 2, rb, o + 2), 8), halves_f32(_half(ra, o), _half(rb, o))
+    wu, dw = q4_0_codes(ra, rb, b)
+    return w_subc(wu, 8), dw
+
+
+@njit(inline="always", cache=True)
+def q5_0_codes(ra, rb, b):
+    """Block b of both rows: (codes + 16, unsigned, scales d_a | d_b)."""
+    o = b * 22  # d f16 | qh u32 | 16 B nibbles
+    high = q5_high_bits2(load_u32(ra, o + 2), load_u32(rb, o + 2))
+    return w_or(nibbles32x2(ra, o + 6, rb, o + 6), high), halves_f32(_half(ra, o), _half(rb, o))
 
 
 @njit(inline="always", cache=True)
 def q5_0_block(ra, rb, b):
-    o = b * 22  # d f16 | qh u32 | 16 B nibbles
-    high = q5_high_bits2(load_u32(ra, o + 2), load_u32(rb, o + 2))
-    return w_subc(w_or(nibbles32x2(ra, o + 6, rb, o + 6), high), 16), halves_f32(_half(ra, o), _half(rb, o))
+    wu, dw = q5_0_codes(ra, rb, b)
+    return w_subc(wu, 16), dw
 
 
 @njit(inline="always", cache=True)
@@ -94,16 +110,49 @@ def q8_0_block(ra, rb, b):
     return load32x2(ra, o + 2, rb, o + 2), halves_f32(_half(ra, o), _half(rb, o))
 
 
+# One activation row (decode): Q4_0's and Q5_0's codes go into vpdpbusd unsigned, as
+# they are stored, with the offset taken off per row (dot_offset). Four rows share one
+# weight block's sign-trick bias instead (the _step4 functions), which is cheaper there.
+
+
+@njit(inline="always", cache=True)
+def _offset_block(acc, wu, c, dw, x, s, b):
+    """_signed_block's result from the codes + c (wu): the same integer lanes."""
+    return fma16(acc, fmul_s(dw, s[b]), dot_offset(wu, bcast32(x, b * 32), c))
+
+
 @njit(inline="always", cache=True)
 def q4_0_step(st, ra, rb, b, x, s, sm, gs):
-    w, dw = q4_0_block(ra, rb, b)
-    return _signed_block(st, w, dw, x, s, b)
+    wu, dw = q4_0_codes(ra, rb, b)
+    return _offset_block(st, wu, 8, dw, x, s, b)
 
 
 @njit(inline="always", cache=True)
 def q5_0_step(st, ra, rb, b, x, s, sm, gs):
-    w, dw = q5_0_block(ra, rb, b)
-    return _signed_block(st, w, dw, x, s, b)
+    wu, dw = q5_0_codes(ra, rb, b)
+    return _offset_block(st, wu, 16, dw, x, s, b)
+
+
+@njit(inline="always", cache=True)
+def _signed_four(block, st4, ra, rb, u, a0, a1, a2, a3):
+    w, dw = block(ra, rb, u)
+    return (_signed_block(st4[0], w, dw, a0[0], a0[1], u), _signed_block(st4[1], w, dw, a1[0], a1[1], u),
+            _signed_block(st4[2], w, dw, a2[0], a2[1], u), _signed_block(st4[3], w, dw, a3[0], a3[1], u))
+
+
+@njit(inline="always", cache=True)
+def q4_0_step4(step, st4, ra, rb, u, a0, a1, a2, a3):
+    """gemm_tiles' four-row step (`step` unused): four rows on one decoded block."""
+    return _signed_four(q4_0_block, st4, ra, rb, u, a0, a1, a2, a3)
+
+
+@njit(inline="always", cache=True)
+def q5_0_step4(step, st4, ra, rb, u, a0, a1, a2, a3):
+    return _signed_four(q5_0_block, st4, ra, rb, u, a0, a1, a2, a3)
+
+
+q4_0_init4 = q5_0_init4 = four_inits
+q4_0_fin4 = q5_0_fin4 = four_fins
 
 
 @njit(inline="always", cache=True)

@@ -30,17 +30,18 @@ else:
 def _fmt(step, init="vec_init", fin="vec_fin", four=None):
     """(init, step, fin, init4, step4, fin4) of one format, from the path's module if it has
     the format. four: the prefix of the format's own four-row functions (`four`_init4,
-    _step4, _fin4); without it four rows run the one-row step four times (gemm_tiles)."""
+    _step4, _fin4); without it, or where the module lacks them, four rows run the one-row
+    step four times (gemm_tiles)."""
     mod = B if hasattr(B, step) else B2
     one = getattr(mod, init), getattr(mod, step), getattr(mod, fin)
-    if four is None:
+    if four is None or not hasattr(mod, four + "_step4"):
         return one + (four_inits, four_steps, four_fins)
     return one + (getattr(mod, four + "_init4"), getattr(mod, four + "_step4"), getattr(mod, four + "_fin4"))
 
 
-_Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4 = _fmt("q4_0_step")
+_Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4 = _fmt("q4_0_step", four="q4_0")
 _Q4_1_I, _Q4_1_S, _Q4_1_F, _Q4_1_I4, _Q4_1_S4, _Q4_1_F4 = _fmt("q4_1_step", "q4_1_init", "q4_1_fin")
-_Q5_0_I, _Q5_0_S, _Q5_0_F, _Q5_0_I4, _Q5_0_S4, _Q5_0_F4 = _fmt("q5_0_step")
+_Q5_0_I, _Q5_0_S, _Q5_0_F, _Q5_0_I4, _Q5_0_S4, _Q5_0_F4 = _fmt("q5_0_step", four="q5_0")
 _Q8_0_I, _Q8_0_S, _Q8_0_F, _Q8_0_I4, _Q8_0_S4, _Q8_0_F4 = _fmt("q8_0_step")
 _Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4 = _fmt("q4_k_step", "kq_scalar_init", "kq_scalar_fin", "q4_k")
 _Q5_K_I, _Q5_K_S, _Q5_K_F, _Q5_K_I4, _Q5_K_S4, _Q5_K_F4 = _fmt("q5_k_step", "q5_k_init", "q5_k_fin")

@@ -222,6 +222,22 @@ def dpbusd(typingctx, acc, u, s):
 
 
 @intrinsic
+def dot_offset(typingctx, u, s, c):
+    """Per int32 lane the sum of 4 products (u - c) x s: u the codes plus c as unsigned
+    bytes, s signed bytes, c an integer. vpdpbusd of u, less vpdpbusd of c's splat: for
+    one activation row two instructions fewer than the sign trick's bias and xor."""
+    if u != i8x64 or s != i8x64 or not isinstance(c, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        cc = _bcast(builder, _B64, builder.trunc(args[2], _i8) if args[2].type.width > 8 else args[2])
+        zero = _splat(_D16, 0)
+        return builder.sub(_dpbusd(builder, zero, args[0], args[1]), _dpbusd(builder, zero, cc, args[1]))
+
+    return i32x16(u, s, c), codegen
+
+
+@intrinsic
 def signed_dot_bias(typingctx, w):
     """-128 * (sum of each 4 signed weight bytes): the correction that turns
     dpbusd(bias, x ^ 0x80, w) into the signed dot x . w (x + 128 is x ^ 0x80)."""

@@ -6,7 +6,9 @@ instructions and every element gets exactly the AVX2 path's integers and
 float operations:
   * signed codes (Q4_0, Q5_0, Q8_0): vpdpbusd multiplies unsigned by signed bytes,
     so the activations go in as x + 128 (x ^ 0x80) and the weights' own lane sums
-    times -128, computed once per weight block, start the accumulator;
+    times -128, computed once per weight block, start the accumulator; for a single
+    activation row Q4_0 and Q5_0 instead give their stored codes (code + c) as the
+    unsigned operand and take c * (the activations' 4-sums) off (dot_offset);
   * Q4_1's codes are unsigned already: one vpdpbusd;
 In prompt chunks (16 rows or more) Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K take
 ROWS activation rows per weight block (the "wide" functions below, driven by

@@ -361,20 +361,19 @@ def q4_k_wide_step(nibbles, st, ra, rb, sb, acts, n, i0):
     o = sb * 144  # d, dmin f16 | 12 B scales/mins | 128 B nibbles
     dx = load16(ds, 8 * sb * n + i0)  # the rows' super-block scales
     dd_a, dd_b = fmul_s(dx, _half(ra, o)), fmul_s(dx, _half(rb, o))
+    imin_a, imin_b = izero16(), izero16()  # exact integers: the groups' order is free
     for p in range(4):
         w0, w1 = nibbles(ra, rb, o, p)
-        sa0, _ = scale_min_k4(ra, o + 4, 2 * p)
-        sa1, _ = scale_min_k4(ra, o + 4, 2 * p + 1)
-        sb0, _ = scale_min_k4(rb, o + 4, 2 * p)
-        sb1, _ = scale_min_k4(rb, o + 4, 2 * p + 1)
-        s0, s1 = halves_i16(sa0, sb0), halves_i16(sa1, sb1)
-        sums_a, sums_b = rows_pair_sums(w0, w1, s0, s1, xk, (8 * sb + 2 * p) * n + i0, (8 * sb + 2 * p + 1) * n + i0)
+        k0, k1 = (8 * sb + 2 * p) * n + i0, (8 * sb + 2 * p + 1) * n + i0  # groups 2p, 2p + 1
+        sa0, ma0 = scale_min_k4(ra, o + 4, 2 * p)
+        sa1, ma1 = scale_min_k4(ra, o + 4, 2 * p + 1)
+        sb0, mb0 = scale_min_k4(rb, o + 4, 2 * p)
+        sb1, mb1 = scale_min_k4(rb, o + 4, 2 * p + 1)
+        sums_a, sums_b = rows_pair_sums(w0, w1, halves_i16(sa0, sb0), halves_i16(sa1, sb1), xk, k0, k1)
         acc_a, acc_b = fma16(acc_a, dd_a, sums_a), fma16(acc_b, dd_b, sums_b)
-    imin_a, imin_b = izero16(), izero16()
-    for j in range(8):
-        g = load16(gsw, (8 * sb + j) * n + i0)  # the rows' code sums of group j
-        imin_a = imul_add(imin_a, g, scale_min_k4(ra, o + 4, j)[1])
-        imin_b = imul_add(imin_b, g, scale_min_k4(rb, o + 4, j)[1])
+        g0, g1 = load16(gsw, k0), load16(gsw, k1)  # the rows' code sums of the two groups
+        imin_a = imul_add(imul_add(imin_a, g0, ma0), g1, ma1)
+        imin_b = imul_add(imul_add(imin_b, g0, mb0), g1, mb1)
     min_a = fma16(min_a, fmul_s(dx, _half(ra, o + 2)), imin_a)
     min_b = fma16(min_b, fmul_s(dx, _half(rb, o + 2)), imin_b)
     return acc_a, acc_b, min_a, min_b

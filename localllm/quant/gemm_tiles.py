@@ -79,40 +79,34 @@ def _item_bounds(N, M, n_rtiles, item):
 
 
 @njit(inline="always", cache=True)
-def _fours_and_ones(init, step, fin, init4, step4, fin4, ra, rb, r, r2, xq, xd, xm, xs, out, units, m0, m1):
-    """Elements (m, r) and (m, r2) for activation rows m0 .. m1-1: fours, then single rows."""
-    m4 = m0 + (m1 - m0) // 4 * 4
-    for m in range(m0, m4, 4):
-        a0 = (xq[m], xd[m], xm[m], xs[m])
-        a1 = (xq[m + 1], xd[m + 1], xm[m + 1], xs[m + 1])
-        a2 = (xq[m + 2], xd[m + 2], xm[m + 2], xs[m + 2])
-        a3 = (xq[m + 3], xd[m + 3], xm[m + 3], xs[m + 3])
-        st4 = init4(init)
-        for u in range(units):
-            st4 = step4(step, st4, ra, rb, u, a0, a1, a2, a3)
-        o0, o1, o2, o3 = fin4(fin, st4)
-        out[m, r], out[m, r2] = o0
-        out[m + 1, r], out[m + 1, r2] = o1
-        out[m + 2, r], out[m + 2, r2] = o2
-        out[m + 3, r], out[m + 3, r2] = o3
-    for m in range(m4, m1):
-        x0, s0, sm0, g0 = xq[m], xd[m], xm[m], xs[m]
-        st0 = init()
-        for u in range(units):
-            st0 = step(st0, ra, rb, u, x0, s0, sm0, g0)
-        out[m, r], out[m, r2] = fin(st0)
-
-
-@njit(inline="always", cache=True)
 def _row_pairs(init, step, fin, init4, step4, fin4, raw, xq, xd, xm, xs, out, units, r0, r1, m0, m1):
-    """Elements [m0, m1) x [r0, r1): weight rows in pairs, activation rows in fours and ones."""
+    """Elements [m0, m1) x [r0, r1): weight rows in pairs, activation rows in fours, then ones."""
+    m4 = m0 + (m1 - m0) // 4 * 4
     for r in range(r0, r1, 2):
         r2 = min(r + 1, r1 - 1)  # an odd last row is computed twice and stored once
         ra, rb = raw[r], raw[r2]
         if m1 - m0 < 4:
             _prefetch_ahead(ra)
             _prefetch_ahead(rb)
-        _fours_and_ones(init, step, fin, init4, step4, fin4, ra, rb, r, r2, xq, xd, xm, xs, out, units, m0, m1)
+        for m in range(m0, m4, 4):
+            a0 = (xq[m], xd[m], xm[m], xs[m])
+            a1 = (xq[m + 1], xd[m + 1], xm[m + 1], xs[m + 1])
+            a2 = (xq[m + 2], xd[m + 2], xm[m + 2], xs[m + 2])
+            a3 = (xq[m + 3], xd[m + 3], xm[m + 3], xs[m + 3])
+            st4 = init4(init)
+            for u in range(units):
+                st4 = step4(step, st4, ra, rb, u, a0, a1, a2, a3)
+            o0, o1, o2, o3 = fin4(fin, st4)
+            out[m, r], out[m, r2] = o0
+            out[m + 1, r], out[m + 1, r2] = o1
+            out[m + 2, r], out[m + 2, r2] = o2
+            out[m + 3, r], out[m + 3, r2] = o3
+        for m in range(m4, m1):
+            x0, s0, sm0, g0 = xq[m], xd[m], xm[m], xs[m]
+            st0 = init()
+            for u in range(units):
+                st0 = step(st0, ra, rb, u, x0, s0, sm0, g0)
+            out[m, r], out[m, r2] = fin(st0)
 
 
 @njit(inline="always", cache=True)

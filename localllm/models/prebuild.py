@@ -182,14 +182,18 @@ def compile_leaves(plan, pool) -> None:
     groups = [g for g in leaf_groups(plan, pool) if not all(is_cached(d, s) for d, s in g.work)]
     n = min(processes, len(groups))
     if n < 2:
-        return  # one core (or nothing to do): the forward pass compiles them itself
+        return  # at most one group to compile: the forward pass compiles it itself
     t0 = time.perf_counter()
     _compile_all(_SHARED)
     bins = _bins(groups, n)
-    helpers = [_start_helper([(_address(d), s) for g in b for d, s in g.work]) for b in bins[1:]]
+    helpers = []
     try:
+        for b in bins[1:]:
+            helpers.append(_start_helper([(_address(d), s) for g in b for d, s in g.work]))
         mine = _compile_all([w for g in bins[0] for w in g.work])
         theirs = [_finish_helper(p, report) for p, report in helpers]
+    except OSError:  # no interpreter to start (an embedded Python): the forward pass compiles the rest
+        mine, theirs = [], []
     finally:
         for p, _ in helpers:
             if p.poll() is None:

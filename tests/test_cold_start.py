@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from gguf import GGMLQuantizationType as Q
 
 from localllm.gguf import open_gguf
 from localllm.models import load_model
+from localllm.models.prebuild import compile_lock
 from tiny_models import write_tiny_model
 
 CHECK = Path(__file__).with_name("cold_start_check.py")
@@ -39,3 +41,17 @@ def test_parallel_cold_start_compiles_each_leaf_once(tmp_path):
     model = load_model(open_gguf(path))
     want = model.forward(TOKENS, model.new_cache(64), logits_rows=range(len(TOKENS)))
     assert np.array_equal(np.load(tmp_path / "logits.npy"), want)
+
+
+def test_a_second_process_waits_for_the_compile_lock():
+    # the child inherits this process's NUMBA_CACHE_DIR, so both lock the same cache
+    code = ("import time\nfrom localllm.models.prebuild import compile_lock\nprint('waiting', flush=True)\n"
+            "with compile_lock():\n    print(time.time(), flush=True)")
+    with compile_lock():
+        other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert other.stdout.readline().strip() == "waiting"
+        time.sleep(1)
+        released = time.time()
+    took_it = float(other.stdout.readline())
+    other.wait(timeout=60)
+    assert took_it >= released

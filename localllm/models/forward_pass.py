@@ -17,6 +17,8 @@ the kernels of the model's own weight types are compiled.
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 from numba import literally, njit, types
@@ -30,7 +32,7 @@ from ..kernels.convert import store_kv
 from ..kernels.norms import rmsnorm_rows, rmsnorm_rows_par
 from ..kernels.rope import rope_qk, rope_qk_par
 from ..quant.matmul_table import call_with_mask, dequant_masked, format_mask, project
-from .prebuild import compile_leaves
+from .prebuild import compile_leaves, compile_lock
 
 # Decode with one query row spreads its keys over threads only with enough of them.
 SPLIT_MIN_KEYS = 256
@@ -225,7 +227,7 @@ class ForwardPlan:
     def __init__(self, model, blob: np.ndarray):
         c, spec = model.cfg, model.spec
         self.cfg = c
-        self._leaves_ready = False
+        self._compiled = False  # the first run compiles (or loads) forward_batch
         wt = np.zeros((c.n_layer, len(MATS), 4), np.int64)  # (L, 7, 4) weight table
         for il, layer in enumerate(model.layers):
             for j, name in enumerate(MATS):
@@ -286,9 +288,11 @@ class ForwardPlan:
         (S, max_blocks) int32: row t's block table; slots (T,) int64; logit_rows (R,) int64.
         """
         logits = np.empty((len(logit_rows), self.vocab), np.float32)  # (R, V)
-        if not self._leaves_ready:  # a cold start compiles the leaf kernels on every core first
-            compile_leaves(self, pool)
-            self._leaves_ready = True
-        call_with_mask(forward_batch, self.mask, tokens, positions, seq, tables, slots, logit_rows, logits,
-                       *self._weights, pool.k, pool.v, *self._model_args, n_split, numba.get_num_threads())
+        first = not self._compiled
+        with compile_lock() if first else contextlib.nullcontext():
+            if first:  # a cold start compiles the leaf kernels on every core first
+                compile_leaves(self, pool)
+            call_with_mask(forward_batch, self.mask, tokens, positions, seq, tables, slots, logit_rows, logits,
+                           *self._weights, pool.k, pool.v, *self._model_args, n_split, numba.get_num_threads())
+        self._compiled = True
         return logits

@@ -21,6 +21,7 @@ on it: the same kernels are compiled, in a different order.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -170,6 +171,30 @@ def _compile_all(work) -> list[str]:
         if type(getattr(d, "_cache", None)).__name__ != "NullCache":
             names.add(".".join(_address(d)))
     return sorted(names)
+
+
+@contextlib.contextmanager
+def compile_lock():
+    """Hold the kernel cache against other localllm processes while this one compiles into it.
+
+    The index race above also exists between two programs started at once on a cold cache
+    (say a server and a chat over different models); the second waits, then loads. Where
+    there is no flock (Windows) or the cache cannot hold a lock file, nothing is held.
+    """
+    try:
+        import fcntl
+        cache = Path(numba.config.CACHE_DIR)
+        cache.mkdir(parents=True, exist_ok=True)
+        f = open(cache / ".localllm-compile.lock", "a")
+    except (ImportError, OSError, TypeError):  # TypeError: no cache directory configured
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def compile_leaves(plan, pool) -> None:

@@ -97,8 +97,8 @@ def _attend_impl(mask, q3, kc, vc, positions, seq, tables, window, softcap, n_sp
     return impl
 
 
-# Inlined into forward_batch, its only caller: numba links a callee's machine code into
-# its caller and optimizes it again there, so a separate function cost a third pass over
+# Inlined into forward_batch, its only caller: numba links a callee's IR into its caller
+# and optimizes and emits it again there, so a separate function cost one more pass over
 # every kernel (one cold Gemma 3 compile on 2 cores: 10 s less in LLVM).
 @njit(inline="always", cache=True)
 def forward_layers(mask, x, blob, wt, norms, head_norms, biases, kpool, vpool, positions, seq, tables, slots,

@@ -10,9 +10,9 @@ from there instead of compiling them one after another.
 
 numba's cache index is not safe when two processes add *different*
 specializations of one function at the same time (each may write the other's
-data file name). So every function that two groups would both compile is
-compiled here first (`_SHARED`), before any helper starts, and a group never
-holds two specializations that another group also compiles.
+data file name). So no two groups compile the same cached function: the few
+callees that two groups reach are compiled here first (`_SHARED`), before any
+helper starts.
 
 `LOCALLLM_PARALLEL_COMPILE` sets the number of processes (default: the cores
 this process may run on); 0 or 1 turns it off. Nothing about the result depends
@@ -36,8 +36,8 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-from numba import types
 from gguf import GGMLQuantizationType
+from numba import types
 from numba.core import event
 
 from ..kernels import activations, attention, convert, fmath, norms, rope

@@ -19,9 +19,9 @@ after: set[str] = set()
 
 class _AfterBuild(event.Listener):
     def on_start(self, ev):
-        d = ev.data["dispatcher"]
-        if prebuild.last_build is not None and type(getattr(d, "_cache", None)).__name__ != "NullCache":
-            after.add(f"{d.py_func.__module__}.{d.py_func.__name__}")
+        name = prebuild.cached_name(ev.data["dispatcher"])
+        if prebuild.last_build is not None and name is not None:
+            after.add(name)
 
     def on_end(self, ev):
         pass

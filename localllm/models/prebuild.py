@@ -48,7 +48,8 @@ from ..quant.matmul_table import TABLE_CODES
 
 # Rough compile seconds on a 2-core machine, to balance the groups (measured with
 # numba's compile events; only their order matters).
-_MATMUL_SECONDS = {12: 14.0, 14: 12.0, 13: 10.0}  # Q4_K, Q6_K, Q5_K; the 32-wide formats ~5
+_MATMUL_SECONDS = {GGMLQuantizationType.Q4_K: 14.0, GGMLQuantizationType.Q6_K: 12.0,
+                   GGMLQuantizationType.Q5_K: 10.0}  # the 32-wide formats: about 5
 _ATTENTION_SECONDS, _SPLIT_SECONDS, _ROW_KERNELS_SECONDS = 10.0, 14.0, 10.0
 
 # Callees that more than one group reaches: compiled before the groups start.
@@ -94,11 +95,6 @@ def leaf_groups(plan, pool) -> list[LeafGroup]:
             acts = (_array(np.int8, 2), f32_2, f32_2, _array(np.int32, 2))
             groups.append(LeafGroup(f"{GGMLQuantizationType(code).name} matmul", _MATMUL_SECONDS.get(code, 5.0),
                                     [(KERNELS[code], (raw2, *acts, f32_2, types.int64))]))
-    # float and generic matmuls share dequant's row functions with the embedding row:
-    # they go with it, into the row kernels' group
-    float_kernels = {matmul_table.mm_float if c in FLOAT_CODES else matmul_table.mm_generic
-                     for c in codes if c not in KERNELS}
-
     scalars = (types.int64, types.float32)  # the layer's window, the score softcap
     attn = [(attention.attention_rows, (f32_3, kv4, kv4, i32_1, i32_1, i32_2, *scalars, f32_3))]
     seconds = _ATTENTION_SECONDS
@@ -108,6 +104,10 @@ def leaf_groups(plan, pool) -> list[LeafGroup]:
         seconds += _SPLIT_SECONDS
     groups.append(LeafGroup("attention", seconds, attn))
 
+    # float and generic matmuls share dequant's row functions with the embedding row:
+    # they go with it, into the row kernels' group
+    float_kernels = {matmul_table.mm_float if c in FLOAT_CODES else matmul_table.mm_generic
+                     for c in codes if c not in KERNELS}
     kinds = sorted({q8act.ACT_FORMAT[c] for c in codes if c in KERNELS})
     quantizers = [(q, (f32_2, types.literal(k), _array(np.int8, 2), f32_2, f32_2, _array(np.int32, 2)))
                   for q in (q8act.quantize_activations, q8act.quantize_activations_par) for k in kinds]
@@ -160,17 +160,20 @@ def _address(dispatcher) -> tuple[str, str]:
     return f.__module__, f.__name__
 
 
+def cached_name(dispatcher) -> str | None:
+    """module.function of a dispatcher numba caches on disk; None for one it does not
+    (overload implementations), which no two processes can race on."""
+    if type(getattr(dispatcher, "_cache", None)).__name__ == "NullCache":
+        return None
+    return ".".join(_address(dispatcher))
+
+
 def _compile_all(work) -> list[str]:
     """Compile each (dispatcher, sig); the cached functions that compiled (not loaded)."""
     with event.install_recorder("numba:compile") as rec:
         for disp, sig in work:
             disp.compile(tuple(sig))
-    names = set()
-    for _, ev in rec.buffer:
-        d = ev.data["dispatcher"]
-        if type(getattr(d, "_cache", None)).__name__ != "NullCache":
-            names.add(".".join(_address(d)))
-    return sorted(names)
+    return sorted({cached_name(ev.data["dispatcher"]) for _, ev in rec.buffer} - {None})
 
 
 @contextlib.contextmanager

@@ -27,8 +27,41 @@ ROWS = (1, 2, 5, 37, M_CHUNK + 7)  # 37: two groups of 16 (avx512 wide path), a 
 SHAPES = ((37, 512), (300, 256))
 
 
+# Attention shapes (T, heads, KV heads, head dim): 4 and 3 heads per KV head, one, and a
+# head dim that is not a multiple of 16 (the 16-lane loops' remainder).
+ATTENTION_SHAPES = ((70, 4, 1, 256), (45, 9, 3, 64), (29, 2, 2, 72))
+
+
+def check_attention(failures: list) -> str:
+    """Digest of attention outputs: a prompt in one call (which widens the cache to f32)
+    and each row alone (the f16 cache as stored, split over threads or not) must agree
+    bit for bit, and every path's digest must be the same (the arithmetic is shared)."""
+    from localllm.kernels.attention import attention
+    from localllm.kv_cache import BLOCK_SIZE
+
+    rng = np.random.default_rng(7)
+    h = hashlib.sha256()
+    for T, H, G, d in ATTENTION_SHAPES:
+        nb = (T + BLOCK_SIZE - 1) // BLOCK_SIZE + 1
+        kc, vc = (rng.standard_normal((nb, G, BLOCK_SIZE, d)).astype(np.float16).view(np.uint16) for _ in range(2))
+        tables = rng.permutation(nb).astype(np.int32)[None, :]  # (1, nb) blocks out of order
+        q = rng.standard_normal((T, H, d)).astype(np.float32)
+        pos, seq = np.arange(T, dtype=np.int32), np.zeros(T, np.int32)
+        for window in (0, 20):
+            whole = attention(q, kc, vc, pos, seq, tables, window=window)  # (T, H, d)
+            for n_split in (1, 3):
+                rows = np.concatenate([attention(q[t:t + 1], kc, vc, pos[t:t + 1], seq[:1], tables, window=window,
+                                                 n_split=n_split) for t in range(T)])
+                if not np.array_equal(rows.view(np.uint32), whole.view(np.uint32)):
+                    failures.append(f"attention {(T, H, G, d)} window {window}: rows alone (split {n_split}) "
+                                    "differ from the prompt's")
+            h.update(whole.tobytes())
+    return h.hexdigest()[:16]
+
+
 def check() -> dict:
     failures, digest = [], {}
+    digest["attention"] = check_attention(failures)
     for qtype in SUPPORTED_TYPES:
         rng = np.random.default_rng(100 + int(qtype))
         h = hashlib.sha256()

@@ -37,6 +37,12 @@ def test_path_matches_dequantization_and_rows_are_invariant(results, path):
     assert res["failures"] == []
 
 
+def test_attention_is_the_same_on_every_path(results):
+    """The 16-lane attention loops (avx512) keep the 8-lane code's chains: same bits."""
+    digests = {p: results[p]["digest"]["attention"] for p in AVAILABLE}
+    assert len(set(digests.values())) == 1, digests
+
+
 def test_x86_paths_agree_bit_for_bit(results):
     """avx512 repeats avx2's integer lanes and float steps, so their outputs are equal."""
     x86 = [p for p in AVAILABLE if p != "portable"]

@@ -35,6 +35,7 @@ import localllm._numba_setup  # noqa: F401
 from .convert import as_f32, round_like
 from .fmath import expf8, expf_ggml_call, fma32, hsum8
 from .vec8 import bcast8, fma8, hsum_movehl, load8, store8, sub8, zero8
+from .vec16 import HAS_ZMM, bcast16, fma16, hsum_halves, load16, load8x2, store16, zero16
 
 
 @njit(inline="always", cache=True)
@@ -92,6 +93,63 @@ def _capped(acc, softcap):
     return softcap * np.tanh(acc / softcap) if softcap > 0 else acc
 
 
+@njit(inline="always", cache=True)
+def _paired(qh):
+    """(heads, 2 dk) copy of qh (heads, dk) with each 8 elements twice: a 16-lane load at
+    2 i gives q[i:i+8] in both halves, against two key rows side by side (load8x2)."""
+    hpg, dk = qh.shape
+    qq = np.empty((hpg, 2 * dk), np.float32)
+    for hh in range(hpg):
+        for i in range(0, dk, 8):
+            for x in range(8):
+                qq[hh, 2 * i + x] = qh[hh, i + x]
+                qq[hh, 2 * i + 8 + x] = qh[hh, i + x]
+    return qq
+
+
+@njit(inline="always", cache=True)
+def _scores4x4(k0, k1, k2, k3, qq, hh, s, c, softcap):
+    """s[hh..hh+3, c..c+3] for keys rows k0..k3 and heads hh..hh+3 (qq: _paired), eight
+    16-lane chains of two keys each: every (key, head) dot is _dot_batch's, bit for bit."""
+    a0, a1, a2, a3 = zero16(), zero16(), zero16(), zero16()
+    b0, b1, b2, b3 = zero16(), zero16(), zero16(), zero16()
+    q0, q1, q2, q3 = qq[hh], qq[hh + 1], qq[hh + 2], qq[hh + 3]
+    for i in range(0, k0.shape[0], 8):
+        ka, kb = load8x2(k0, i, k1, i), load8x2(k2, i, k3, i)
+        x0, x1, x2, x3 = load16(q0, 2 * i), load16(q1, 2 * i), load16(q2, 2 * i), load16(q3, 2 * i)
+        a0, b0 = fma16(ka, x0, a0), fma16(kb, x0, b0)
+        a1, b1 = fma16(ka, x1, a1), fma16(kb, x1, b1)
+        a2, b2 = fma16(ka, x2, a2), fma16(kb, x2, b2)
+        a3, b3 = fma16(ka, x3, a3), fma16(kb, x3, b3)
+    _store_pairs(s, hh, c, a0, b0, softcap)
+    _store_pairs(s, hh + 1, c, a1, b1, softcap)
+    _store_pairs(s, hh + 2, c, a2, b2, softcap)
+    _store_pairs(s, hh + 3, c, a3, b3, softcap)
+
+
+@njit(inline="always", cache=True)
+def _scores8x1(k0, k1, k2, k3, k4, k5, k6, k7, qh2, hh, s, c, softcap):
+    """s[hh, c..c+7] for key rows k0..k7 and one head (qh2: its _paired row): four chains."""
+    a, b, e, f = zero16(), zero16(), zero16(), zero16()
+    for i in range(0, k0.shape[0], 8):
+        x = load16(qh2, 2 * i)
+        a = fma16(load8x2(k0, i, k1, i), x, a)
+        b = fma16(load8x2(k2, i, k3, i), x, b)
+        e = fma16(load8x2(k4, i, k5, i), x, e)
+        f = fma16(load8x2(k6, i, k7, i), x, f)
+    _store_pairs(s, hh, c, a, b, softcap)
+    _store_pairs(s, hh, c + 4, e, f, softcap)
+
+
+@njit(inline="always", cache=True)
+def _store_pairs(s, hh, c, a, b, softcap):
+    """s[hh, c..c+3] from two chains of two keys each."""
+    d0, d1 = hsum_halves(a)
+    d2, d3 = hsum_halves(b)
+    s[hh, c], s[hh, c + 1] = _capped(d0, softcap), _capped(d1, softcap)
+    s[hh, c + 2], s[hh, c + 3] = _capped(d2, softcap), _capped(d3, softcap)
+
+
 @njit(cache=True)  # a call, not inlined: compiled once for both of its callers
 def _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, col0):
     """s[hh, col0 + j - j0] = q[t, g*hpg + hh] . k[g, j] for keys j0..j1-1 (q rounded like K)."""
@@ -100,8 +158,29 @@ def _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, col0):
     for hh in range(hpg):
         for i in range(dk):
             qh[hh, i] = round_like(q[t, g * hpg + hh, i], kc[0, 0, 0, 0])
+    j = j0
+    if HAS_ZMM and dk % 8 == 0:
+        # Keys in fours (four heads) or eights (one head): enough independent chains to
+        # keep both FMA ports busy; the plain loops below finish the keys left over.
+        qq = _paired(qh)
+        if hpg % 4 == 0:
+            while j + 4 <= j1:
+                k0, k1 = _cell(kc, table, sh, g, j), _cell(kc, table, sh, g, j + 1)
+                k2, k3 = _cell(kc, table, sh, g, j + 2), _cell(kc, table, sh, g, j + 3)
+                for hh in range(0, hpg, 4):
+                    _scores4x4(k0, k1, k2, k3, qq, hh, s, col0 + j - j0, softcap)
+                j += 4
+        else:
+            while j + 8 <= j1:
+                k0, k1 = _cell(kc, table, sh, g, j), _cell(kc, table, sh, g, j + 1)
+                k2, k3 = _cell(kc, table, sh, g, j + 2), _cell(kc, table, sh, g, j + 3)
+                k4, k5 = _cell(kc, table, sh, g, j + 4), _cell(kc, table, sh, g, j + 5)
+                k6, k7 = _cell(kc, table, sh, g, j + 6), _cell(kc, table, sh, g, j + 7)
+                for hh in range(hpg):
+                    _scores8x1(k0, k1, k2, k3, k4, k5, k6, k7, qq[hh], hh, s, col0 + j - j0, softcap)
+                j += 8
     if dk % 8 == 0 and hpg % 4 == 0:  # heads four at a time, sharing each key row's loads
-        for j in range(j0, j1):
+        for j in range(j, j1):
             krow = _cell(kc, table, sh, g, j)
             c = col0 + j - j0
             for hh in range(0, hpg, 4):
@@ -111,7 +190,7 @@ def _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, col0):
         return
     # other group sizes one head at a time (a remainder loop after the four-head one ran
     # SmolLM2's 3 heads per group 45% slower than this plain loop: measured)
-    for j in range(j0, j1):
+    for j in range(j, j1):
         krow = _cell(kc, table, sh, g, j)
         for hh in range(hpg):
             s[hh, col0 + j - j0] = _capped(_dot_batch(krow, qh[hh]), softcap)
@@ -134,6 +213,60 @@ def _values_keys(p, vc, table, sh, g, h0, h1, j0, j1, k0, k1, col0, lanes, i0, i
             else:
                 for i in range(i0, i1):
                     acc[i] = fma32(as_f32(vrow[i]), w, acc[i])
+
+
+@njit(inline="always", cache=True)
+def _value_cols8(ln, pr, flat, starts, n8, dv, i):
+    """Columns i..i+7 of _weighted_values' register loop: the 8 lanes (ln (8, dv)) in
+    registers over the pass's n8 groups of 8 keys (flat offsets `starts`, weights pr)."""
+    c0, c1, c2, c3 = load8(ln[0], i), load8(ln[1], i), load8(ln[2], i), load8(ln[3], i)
+    c4, c5, c6, c7 = load8(ln[4], i), load8(ln[5], i), load8(ln[6], i), load8(ln[7], i)
+    for q in range(n8):
+        o = starts[q] + i
+        p8 = pr[8 * q:]  # constant indices below: no negative-index checks
+        c0 = fma8(load8(flat, o), bcast8(p8[0]), c0)
+        c1 = fma8(load8(flat, o + dv), bcast8(p8[1]), c1)
+        c2 = fma8(load8(flat, o + 2 * dv), bcast8(p8[2]), c2)
+        c3 = fma8(load8(flat, o + 3 * dv), bcast8(p8[3]), c3)
+        c4 = fma8(load8(flat, o + 4 * dv), bcast8(p8[4]), c4)
+        c5 = fma8(load8(flat, o + 5 * dv), bcast8(p8[5]), c5)
+        c6 = fma8(load8(flat, o + 6 * dv), bcast8(p8[6]), c6)
+        c7 = fma8(load8(flat, o + 7 * dv), bcast8(p8[7]), c7)
+    store8(ln[0], i, c0)
+    store8(ln[1], i, c1)
+    store8(ln[2], i, c2)
+    store8(ln[3], i, c3)
+    store8(ln[4], i, c4)
+    store8(ln[5], i, c5)
+    store8(ln[6], i, c6)
+    store8(ln[7], i, c7)
+
+
+@njit(inline="always", cache=True)
+def _value_cols16(ln, pr, flat, starts, n8, dv, i):
+    """_value_cols8 for columns i..i+15 in one 16-lane register per lane: every column
+    keeps its own chain, so the bits are the same."""
+    c0, c1, c2, c3 = load16(ln[0], i), load16(ln[1], i), load16(ln[2], i), load16(ln[3], i)
+    c4, c5, c6, c7 = load16(ln[4], i), load16(ln[5], i), load16(ln[6], i), load16(ln[7], i)
+    for q in range(n8):
+        o = starts[q] + i
+        p8 = pr[8 * q:]
+        c0 = fma16(load16(flat, o), bcast16(p8[0]), c0)
+        c1 = fma16(load16(flat, o + dv), bcast16(p8[1]), c1)
+        c2 = fma16(load16(flat, o + 2 * dv), bcast16(p8[2]), c2)
+        c3 = fma16(load16(flat, o + 3 * dv), bcast16(p8[3]), c3)
+        c4 = fma16(load16(flat, o + 4 * dv), bcast16(p8[4]), c4)
+        c5 = fma16(load16(flat, o + 5 * dv), bcast16(p8[5]), c5)
+        c6 = fma16(load16(flat, o + 6 * dv), bcast16(p8[6]), c6)
+        c7 = fma16(load16(flat, o + 7 * dv), bcast16(p8[7]), c7)
+    store16(ln[0], i, c0)
+    store16(ln[1], i, c1)
+    store16(ln[2], i, c2)
+    store16(ln[3], i, c3)
+    store16(ln[4], i, c4)
+    store16(ln[5], i, c5)
+    store16(ln[6], i, c6)
+    store16(ln[7], i, c7)
 
 
 # Keys per pass of _weighted_values' register loop: their value rows (32 x dv f16) stay in
@@ -170,28 +303,14 @@ def _weighted_values(p, vc, table, sh, g, h0, h1, j0, j1, col0, lanes, i0, i1):
         for hh in range(h0, h1):
             ln = lanes[hh - h0]
             pr = p[hh, col0 + k0 - j0:]  # (>= 8 * n8,) the pass's probabilities
-            for i in range(i0, i1, 8):
-                c0, c1, c2, c3 = load8(ln[0], i), load8(ln[1], i), load8(ln[2], i), load8(ln[3], i)
-                c4, c5, c6, c7 = load8(ln[4], i), load8(ln[5], i), load8(ln[6], i), load8(ln[7], i)
-                for q in range(n8):
-                    o = starts[q] + i
-                    p8 = pr[8 * q:]  # constant indices below: no negative-index checks
-                    c0 = fma8(load8(flat, o), bcast8(p8[0]), c0)
-                    c1 = fma8(load8(flat, o + dv), bcast8(p8[1]), c1)
-                    c2 = fma8(load8(flat, o + 2 * dv), bcast8(p8[2]), c2)
-                    c3 = fma8(load8(flat, o + 3 * dv), bcast8(p8[3]), c3)
-                    c4 = fma8(load8(flat, o + 4 * dv), bcast8(p8[4]), c4)
-                    c5 = fma8(load8(flat, o + 5 * dv), bcast8(p8[5]), c5)
-                    c6 = fma8(load8(flat, o + 6 * dv), bcast8(p8[6]), c6)
-                    c7 = fma8(load8(flat, o + 7 * dv), bcast8(p8[7]), c7)
-                store8(ln[0], i, c0)
-                store8(ln[1], i, c1)
-                store8(ln[2], i, c2)
-                store8(ln[3], i, c3)
-                store8(ln[4], i, c4)
-                store8(ln[5], i, c5)
-                store8(ln[6], i, c6)
-                store8(ln[7], i, c7)
+            i = i0
+            if HAS_ZMM:
+                while i + 16 <= i1:
+                    _value_cols16(ln, pr, flat, starts, n8, dv, i)
+                    i += 16
+            while i < i1:
+                _value_cols8(ln, pr, flat, starts, n8, dv, i)
+                i += 8
     _values_keys(p, vc, table, sh, g, h0, h1, j0, j1, b, j1, col0, lanes, i0, i1)
 
 

@@ -27,8 +27,8 @@ from localllm.quant.dispatch import USE_X86
 
 STEP = 128  # bytes per inner iteration: 4 loads of 32 bytes, 2 cache lines
 CHUNKS_PER_THREAD = 4
-# Prefetch distances tried, in bytes (0: none). 2048 is the matmul kernels' (gemm_tiles.PF_BYTES).
-PF_DISTANCES = (0, 512, 2048)
+# Prefetch distances tried, in bytes (0: none). 4096 is the matmul kernels' (gemm_tiles.PF_BYTES).
+PF_DISTANCES = (0, 512, 2048, 4096)
 
 
 if USE_X86:

@@ -22,20 +22,33 @@ from numba import njit
 
 from localllm.quant.simd_x86 import prefetch
 
-# Software prefetch distance for the decode case (M small: weights stream from memory).
-# Without it the kernels read at 7-9 GB/s on the 2-core Xeon however light their
-# arithmetic; 2 KiB ahead of the row being computed was best of 1, 2, 8 and 16 KiB.
-PF_BYTES = 2048
+# Software prefetch distance of the row-pair loops (decode and small batches, where the
+# weights stream from memory). Each unit (block) asks for the line PF_BYTES past its own
+# bytes in both rows, so the requests are spread over the loop. On a 2-core Xeon
+# (TinyLlama Q4_0, every matrix once from DRAM, one thread) that read 12.3-12.7 GB/s
+# against 10.0-10.1 GB/s for the former burst of a whole row's lines 2 KiB ahead at
+# the start of each row pair; 1-3 KiB ahead per unit was slower, 4-8 KiB the same.
+# The one-row loop asks in every pass (a branch on the first pass cost more than the
+# repeated requests); the four-row loop only in items of fewer than STREAM_ROWS rows:
+# in prompt chunks its weights come from cache, and asking there made the AVX2 path's
+# prompts 5-8% slower.
+PF_BYTES = 4096
+STREAM_ROWS = 16
 # Activation rows per work item: 64 rows of a 2048-wide input are 128 KB of codes,
 # which stay in L2 while the item's weight rows pass.
 M_CHUNK = 64
 
 
 @njit(inline="always", cache=True)
-def _prefetch_ahead(row):
-    """Prefetch PF_BYTES past each cache line of row (it runs past the row's end into the next)."""
-    for o in range(0, row.shape[0], 64):
-        prefetch(row, o + PF_BYTES)
+def _prefetch_unit(ra, rb, u, ub):
+    """Ask for the lines PF_BYTES past unit u's bytes (ub per unit) in rows ra and rb; past
+    a row's end that is the rows after it. Units under 64 bytes ask once each."""
+    o = u * ub + PF_BYTES
+    prefetch(ra, o)
+    prefetch(rb, o)
+    for e in range(64, ub, 64):  # the rest of a unit over 64 bytes (the K-quants)
+        prefetch(ra, o + e)
+        prefetch(rb, o + e)
 
 
 @njit(inline="always", cache=True)
@@ -82,12 +95,11 @@ def _item_bounds(N, M, n_rtiles, item):
 def _row_pairs(init, step, fin, init4, step4, fin4, raw, xq, xd, xm, xs, out, units, r0, r1, m0, m1):
     """Elements [m0, m1) x [r0, r1): weight rows in pairs, activation rows in fours, then ones."""
     m4 = m0 + (m1 - m0) // 4 * 4
+    ub = raw.shape[1] // units  # bytes per unit
+    stream = m1 - m0 < STREAM_ROWS  # few activation rows: the weights come from memory
     for r in range(r0, r1, 2):
         r2 = min(r + 1, r1 - 1)  # an odd last row is computed twice and stored once
         ra, rb = raw[r], raw[r2]
-        if m1 - m0 < 4:
-            _prefetch_ahead(ra)
-            _prefetch_ahead(rb)
         for m in range(m0, m4, 4):
             a0 = (xq[m], xd[m], xm[m], xs[m])
             a1 = (xq[m + 1], xd[m + 1], xm[m + 1], xs[m + 1])
@@ -95,6 +107,8 @@ def _row_pairs(init, step, fin, init4, step4, fin4, raw, xq, xd, xm, xs, out, un
             a3 = (xq[m + 3], xd[m + 3], xm[m + 3], xs[m + 3])
             st4 = init4(init)
             for u in range(units):
+                if stream:
+                    _prefetch_unit(ra, rb, u, ub)
                 st4 = step4(step, st4, ra, rb, u, a0, a1, a2, a3)
             o0, o1, o2, o3 = fin4(fin, st4)
             out[m, r], out[m, r2] = o0
@@ -105,6 +119,7 @@ def _row_pairs(init, step, fin, init4, step4, fin4, raw, xq, xd, xm, xs, out, un
             x0, s0, sm0, g0 = xq[m], xd[m], xm[m], xs[m]
             st0 = init()
             for u in range(units):
+                _prefetch_unit(ra, rb, u, ub)
                 st0 = step(st0, ra, rb, u, x0, s0, sm0, g0)
             out[m, r], out[m, r2] = fin(st0)
 

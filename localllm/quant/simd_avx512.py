@@ -98,11 +98,12 @@ def nibbles32x2(typingctx, ra, oa, rb, ob):
 
     def codegen(context, builder, sig, args):
         v = _load_pair(context, builder, sig, args, _B16)  # <32 x i8>: a's bytes, b's bytes
-        lo = builder.and_(v, _splat(_B32, 0x0F))
-        hi = builder.lshr(v, _splat(_B32, 4))
-        # a_lo (0..15), a_hi (32..47), b_lo (16..31), b_hi (48..63)
-        return builder.shuffle_vector(lo, hi, _idx(list(range(16)) + list(range(32, 48)) + list(range(16, 32))
-                                               + list(range(48, 64))))
+        # a | a | b | b, then each second 128-bit quarter shifted right by 4 (one variable
+        # 16-bit shift) and all masked: a_lo, a_hi, b_lo, b_hi in three instructions
+        v = builder.shuffle_vector(v, v, _idx(list(range(16)) * 2 + list(range(16, 32)) * 2))
+        shift = ir.Constant(_W32, ([0] * 8 + [4] * 8) * 2)
+        v = builder.bitcast(builder.lshr(builder.bitcast(v, _W32), shift), _B64)
+        return builder.and_(v, _splat(_B64, 0x0F))
 
     return i8x64(ra, oa, rb, ob), codegen
 

@@ -33,9 +33,9 @@ ATTENTION_SHAPES = ((70, 4, 1, 256), (45, 9, 3, 64), (29, 2, 2, 72))
 
 
 def check_attention(failures: list) -> str:
-    """Digest of attention outputs: a prompt in one call (which widens the cache to f32)
-    and each row alone (the f16 cache as stored, split over threads or not) must agree
-    bit for bit, and every path's digest must be the same (the arithmetic is shared)."""
+    """Digest of attention outputs over an f16 cache: a prompt in one call and each row
+    alone (split over threads or not) must agree bit for bit, and every path's digest
+    must be the same (the arithmetic is shared)."""
     from localllm.kernels.attention import attention
     from localllm.kv_cache import BLOCK_SIZE
 

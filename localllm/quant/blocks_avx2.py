@@ -86,18 +86,6 @@ def vec_fin(st):
 
 
 @njit(inline="always", cache=True)
-def _q4_0(acc, row, b, x, s):
-    o = b * 18  # d f16 | 16 B nibbles
-    w = v_subc(load_nibbles(row, o + 2), 8)
-    return fma_acc(acc, _half(row, o) * s[b], dot_ss(w, load32(x, b * 32)))
-
-
-@njit(inline="always", cache=True)
-def q4_0_step(st, ra, rb, b, x, s, sm, gs):
-    return _q4_0(st[0], ra, b, x, s), _q4_0(st[1], rb, b, x, s)
-
-
-@njit(inline="always", cache=True)
 def _q5_0(acc, row, b, x, s):
     o = b * 22  # d f16 | qh u32 | 16 B nibbles
     w = v_subc(v_or(load_nibbles(row, o + 6), q5_high_bits(load_u32(row, o + 2))), 16)

@@ -3,11 +3,15 @@
 Every kernel has one signature (one specialization each):
     raw (N, row_bytes) uint8 readonly; xq (M, K) int8; xd, xm (M, K/32) f32;
     xs (M, K/32) int32 (q8act's layout); out (M, N) f32; n_rtiles: row tiles.
-The block arithmetic comes from blocks_avx512 on the avx512 path, for the formats
-it covers, and from blocks_avx2 otherwise; gemm_tiles does the tiling (tile_wide
-where blocks_avx512 has a format's 16-row functions, tile_item elsewhere). Both
-paths produce the same 8 int32 lanes per block and the same float steps, so
-their results are equal bit for bit.
+Two arithmetics, one per format, each the same for every M and on both paths:
+  * Q4_0: the row-lane arithmetic (row_lanes, simd_rows16): one exact integer dot
+    and one float step per block and output, 16 weight rows per vector;
+  * the other formats: the block arithmetic from blocks_avx512 on the avx512 path,
+    for the formats it covers, and from blocks_avx2 otherwise; gemm_tiles does the
+    tiling (tile_wide where blocks_avx512 has a format's 16-row functions, tile_item
+    elsewhere). Both paths produce the same 8 int32 lanes per block and the same
+    float steps.
+So the two paths' results are equal bit for bit.
 
 Import only on x86 with AVX2 (isa.KERNEL_PATH is 'avx2' or 'avx512').
 """
@@ -20,6 +24,8 @@ from numba import njit, prange
 from localllm.isa import KERNEL_PATH
 from localllm.quant import blocks_avx2 as B2
 from localllm.quant.gemm_tiles import four_fins, four_inits, four_steps, n_items, tile_item, tile_wide
+from localllm.quant.row_lanes import lanes_item
+from localllm.quant.simd_rows16 import q4_0_dot, q4_0_group
 
 if KERNEL_PATH == "avx512":
     from localllm.quant import blocks_avx512 as B
@@ -39,7 +45,6 @@ def _fmt(step, init="vec_init", fin="vec_fin", four=None):
     return one + (getattr(mod, four + "_init4"), getattr(mod, four + "_step4"), getattr(mod, four + "_fin4"))
 
 
-_Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4 = _fmt("q4_0_step", four="q4_0")
 _Q4_1_I, _Q4_1_S, _Q4_1_F, _Q4_1_I4, _Q4_1_S4, _Q4_1_F4 = _fmt("q4_1_step", "q4_1_init", "q4_1_fin")
 _Q5_0_I, _Q5_0_S, _Q5_0_F, _Q5_0_I4, _Q5_0_S4, _Q5_0_F4 = _fmt("q5_0_step", four="q5_0")
 _Q8_0_I, _Q8_0_S, _Q8_0_F, _Q8_0_I4, _Q8_0_S4, _Q8_0_F4 = _fmt("q8_0_step")
@@ -57,12 +62,6 @@ _Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4 = _fmt("q6_k_step")
 
 if KERNEL_PATH == "avx512":
     # Prompt chunks take these formats 16 activation rows per pass (blocks_avx512's wide functions).
-
-    @njit(cache=True)
-    def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-        tile_wide(B.q4_0_block, B.ROWS, B.wide_acts, B.wide_init, B.wide_step, B.wide_fin,
-                  _Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4,
-                  raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
 
     @njit(cache=True)
     def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
@@ -97,11 +96,6 @@ if KERNEL_PATH == "avx512":
 else:
 
     @njit(cache=True)
-    def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-        tile_item(_Q4_0_I, _Q4_0_S, _Q4_0_F, _Q4_0_I4, _Q4_0_S4, _Q4_0_F4,
-                  raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
-
-    @njit(cache=True)
     def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
         tile_item(_Q4_1_I, _Q4_1_S, _Q4_1_F, _Q4_1_I4, _Q4_1_S4, _Q4_1_F4,
                   raw, xq, xd, xm, xs, out, xd.shape[1], n_rtiles, it)
@@ -125,6 +119,11 @@ else:
     def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
         tile_item(_Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4,
                   raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
+
+
+@njit(cache=True)
+def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+    lanes_item((q4_0_group, q4_0_dot, 8), raw, xq, xd, xs, out, n_rtiles, it)
 
 
 @njit(cache=True)

@@ -1,0 +1,287 @@
+"""Sixteen weight rows side by side: the lane of a vector is a weight row (output feature).
+
+The row-lane arithmetic (rows16.py) needs, per 32-element block, one exact integer
+dot product per (weight row, activation row) and one float step per output element.
+Here lane i of every vector belongs to weight row r + i of a 16-row group, so one
+vpdpbusd multiplies 4 codes of each of 16 rows by the same 4 activation codes
+(broadcast): 64 products per instruction, and the float step runs once per block for
+16 outputs at once.
+
+The weights stay in their GGUF layout (zero copy): a group's block is 16 separate
+16-byte loads, transposed in registers so that vector j holds dword j of every row.
+On the avx2 path the same 16-lane vectors are split by LLVM into two 256-bit halves
+and the dot products use vpmaddubsw + vpmaddwd; integers are exact either way, so
+both paths give the same bits.
+
+Types: i8x64 (<64 x i8>), i32x16 and f32x16 from simd_avx512 (defining a type runs no
+AVX-512 code; only the intrinsics' instructions do).
+"""
+
+import localllm._numba_setup  # noqa: F401
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from localllm.isa import KERNEL_PATH
+from localllm.quant.simd_avx512 import f32x16, i8x64, i32x16
+from localllm.quant.simd_x86 import _bcast, _call, _splat
+
+_i8, _i16, _i32, _f32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
+_B64 = ir.VectorType(_i8, 64)
+_B32 = ir.VectorType(_i8, 32)
+_B16 = ir.VectorType(_i8, 16)
+_D16 = ir.VectorType(_i32, 16)
+_D8 = ir.VectorType(_i32, 8)
+_W32 = ir.VectorType(_i16, 32)
+_W16 = ir.VectorType(_i16, 16)
+_H16 = ir.VectorType(_i16, 16)
+_F16 = ir.VectorType(_f32, 16)
+_VNNI = KERNEL_PATH == "avx512"
+
+GROUP = 16  # weight rows per group (lanes per vector)
+
+
+def _idx(values):
+    return ir.Constant(ir.VectorType(_i32, len(values)), list(values))
+
+
+def _cat(builder, a, b):
+    n = a.type.count
+    return builder.shuffle_vector(a, b, _idx(range(2 * n)))
+
+
+def _intp(context, builder, ty, v):
+    return context.cast(builder, v, ty, types.intp)
+
+
+def _rows(context, builder, arrty, arr, r):
+    """(data pointer of the 2-D C-contiguous byte array, row stride, rows r .. r+15 with
+    rows past the end repeating the last row: their lanes are never stored)."""
+    ary = context.make_array(arrty)(context, builder, arr)
+    n = cgutils.unpack_tuple(builder, ary.shape)[0]
+    stride = cgutils.unpack_tuple(builder, ary.strides)[0]
+    last = builder.sub(n, ir.Constant(n.type, 1))
+    rows = []
+    for i in range(GROUP):
+        row = builder.add(r, ir.Constant(r.type, i))
+        rows.append(builder.select(builder.icmp_signed("<", row, n), row, last))
+    return ary.data, stride, rows
+
+
+def _row_ptrs(context, builder, arrty, arr, r, off):
+    """Byte pointers to offset `off` of rows r .. r+15 (see _rows)."""
+    data, stride, rows = _rows(context, builder, arrty, arr, r)
+    return [builder.gep(data, [builder.add(builder.mul(row, stride), off)]) for row in rows]
+
+
+def _load(builder, ptr, llty):
+    return builder.load(builder.bitcast(ptr, llty.as_pointer()), align=1, typ=llty)
+
+
+def _transpose16(builder, rows):
+    """16 x <16 x i8> (one per row) -> 4 x <16 x i32>: vector j, lane i = dword j of row i.
+
+    Z_q = rows q, 4+q, 8+q, 12+q in its four 128-bit lanes; a 4x4 dword transpose within
+    each 128-bit lane then puts row 4L+q's dword j at lane 4L+q of vector j."""
+    z = []
+    for q in range(4):
+        lo = _cat(builder, rows[q], rows[4 + q])
+        hi = _cat(builder, rows[8 + q], rows[12 + q])
+        z.append(builder.bitcast(_cat(builder, lo, hi), _D16))
+
+    def unpack(a, b, k):  # per 128-bit lane: dwords k, k+1 of a and b interleaved
+        return builder.shuffle_vector(a, b, _idx([v for L in range(4) for v in
+                                                  (4 * L + k, 16 + 4 * L + k, 4 * L + k + 1, 16 + 4 * L + k + 1)]))
+
+    def unpack64(a, b, k):  # per 128-bit lane: qword k of a, then qword k of b
+        return builder.shuffle_vector(a, b, _idx([v for L in range(4) for v in
+                                                  (4 * L + 2 * k, 4 * L + 2 * k + 1, 16 + 4 * L + 2 * k, 16 + 4 * L + 2 * k + 1)]))
+
+    a0, a1 = unpack(z[0], z[1], 0), unpack(z[0], z[1], 2)
+    a2, a3 = unpack(z[2], z[3], 0), unpack(z[2], z[3], 2)
+    return [unpack64(a0, a2, 0), unpack64(a0, a2, 1), unpack64(a1, a3, 0), unpack64(a1, a3, 1)]
+
+
+def _gather_u32(builder, base, index):
+    """The uint32 at base + index[i] for each lane i (<16 x i32> byte offsets): one
+    vpgatherdd on avx512, two on avx2."""
+    if _VNNI:
+        return _call(builder, "llvm.x86.avx512.mask.gather.dpi.512", _D16,
+                     [ir.Constant(_D16, None), base, index, ir.Constant(ir.VectorType(ir.IntType(1), 16), [1] * 16),
+                      ir.Constant(_i32, 1)])
+    halves = []
+    for h in range(2):
+        idx = builder.shuffle_vector(index, index, _idx(range(8 * h, 8 * h + 8)))
+        halves.append(_call(builder, "llvm.x86.avx2.gather.d.d.256", _D8,
+                            [ir.Constant(_D8, None), base, idx, _splat(_D8, -1), ir.Constant(_i8, 1)]))
+    return _cat(builder, halves[0], halves[1])
+
+
+def _f16_lanes(context, builder, arrty, arr, r, off):
+    """The little-endian f16 at byte `off` of each row r .. r+15 -> f32x16 (vcvtph2ps)."""
+    data, stride, rows = _rows(context, builder, arrty, arr, r)
+    index = ir.Constant(_D16, ir.Undefined)  # byte offsets of the rows from row r
+    for i, row in enumerate(rows):
+        index = builder.insert_element(index, builder.trunc(builder.mul(builder.sub(row, r), stride), _i32),
+                                       ir.Constant(_i32, i))
+    base = builder.gep(data, [builder.add(builder.mul(r, stride), off)])
+    h = builder.trunc(_gather_u32(builder, base, index), _H16)
+    return builder.fpext(builder.bitcast(h, ir.VectorType(ir.HalfType(), GROUP)), _F16)
+
+
+_Q4_0_GROUP = types.Tuple([i8x64] * 8 + [f32x16])
+
+
+@intrinsic
+def q4_0_group(typingctx, raw, r, b):
+    """Block b of rows r .. r+15 of a Q4_0 matrix raw (N, row_bytes): (lo_0..lo_3, hi_0..hi_3,
+    scales). lo_j lane i holds row i's codes 4j..4j+3 (0..15, the stored nibbles; the -8
+    comes off in the float step), hi_j its codes 16+4j..16+4j+3."""
+    if not (isinstance(raw, types.Array) and raw.ndim == 2 and raw.dtype == types.uint8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        r = _intp(context, builder, sig.args[1], args[1])
+        off = builder.mul(_intp(context, builder, sig.args[2], args[2]), ir.Constant(r.type, 18))
+        ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, off)  # d f16 | 16 B nibbles
+        codes = [_load(builder, builder.gep(p, [ir.Constant(_i32, 2)]), _B16) for p in ptrs]
+        lo, hi = [], []
+        for t in _transpose16(builder, codes):
+            v = builder.bitcast(t, _B64)
+            lo.append(builder.and_(v, _splat(_B64, 0x0F)))
+            shifted = builder.bitcast(builder.lshr(builder.bitcast(t, _W32), _splat(_W32, 4)), _B64)
+            hi.append(builder.and_(shifted, _splat(_B64, 0x0F)))
+        scales = _f16_lanes(context, builder, sig.args[0], args[0], r, off)
+        return context.make_tuple(builder, sig.return_type, lo + hi + [scales])
+
+    return _Q4_0_GROUP(raw, r, b), codegen
+
+
+def _x_dword(builder, xptr, k):
+    """Activation bytes k .. k+3 broadcast to every dword lane (<64 x i8>)."""
+    d = _load(builder, builder.gep(xptr, [ir.Constant(_i32, k)]), _i32)
+    return builder.bitcast(_bcast(builder, _D16, d), _B64)
+
+
+def _dot_groups(builder, codes, xs):
+    """Sum over pairs of (unsigned codes <64 x i8>, signed broadcast activations): per dword
+    lane the sum of all their 4-byte products, <16 x i32>. Codes below 16 keep every
+    vpmaddubsw word under 2 * 15 * 127, so the avx2 path may add up to eight of them in
+    16 bits before widening."""
+    if _VNNI:  # two chains (codes 0-15 and 16-31) halve the latency of one block's dot
+        accs = [ir.Constant(_D16, None), ir.Constant(_D16, None)]
+        for k, (u, s) in enumerate(zip(codes, xs)):
+            accs[k % 2] = _call(builder, "llvm.x86.avx512.vpdpbusd.512", _D16,
+                                [accs[k % 2], builder.bitcast(u, _D16), builder.bitcast(s, _D16)])
+        return builder.add(accs[0], accs[1])
+    halves = []
+    for h in range(2):
+        pick = _idx(range(32 * h, 32 * h + 32))
+        words = None
+        for u, s in zip(codes, xs):
+            uh = builder.shuffle_vector(u, u, pick)
+            sh = builder.shuffle_vector(s, s, pick)
+            p = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _W16, [uh, sh])
+            words = p if words is None else builder.add(words, p)
+        halves.append(_call(builder, "llvm.x86.avx2.pmadd.wd", _D8, [words, _splat(_W16, 1)]))
+    return _cat(builder, halves[0], halves[1])
+
+
+def _byte_ptr(context, builder, arrty, arr, offty, off):
+    ary = context.make_array(arrty)(context, builder, arr)
+    return builder.gep(ary.data, [_intp(context, builder, offty, off)])
+
+
+@intrinsic
+def q4_0_dot(typingctx, w, x, off):
+    """Per lane (weight row) the integer dot of the stored codes of a q4_0_group with the
+    activation codes x[off : off+32] (1-D int8)."""
+    if w != _Q4_0_GROUP or not (isinstance(x, types.Array) and x.ndim == 1 and x.dtype == types.int8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        xp = _byte_ptr(context, builder, sig.args[1], args[1], sig.args[2], args[2])
+        codes = [builder.extract_value(args[0], j) for j in range(8)]
+        xs = [_x_dword(builder, xp, 4 * j) for j in range(4)] + [_x_dword(builder, xp, 16 + 4 * j) for j in range(4)]
+        return _dot_groups(builder, codes, xs)
+
+    return i32x16(w, x, off), codegen
+
+
+@intrinsic
+def row_step(typingctx, acc, isum, bias, dw, dx):
+    """acc + (dw * dx) * float(isum - bias), lane-wise: one block's float step for 16
+    outputs. bias: an integer (the codes' offset times the activation block's code sum),
+    dx: the activation block's scale."""
+    if acc != f32x16 or isum != i32x16 or dw != f32x16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        bias = context.cast(builder, args[2], sig.args[2], types.int32)
+        dx = context.cast(builder, args[4], sig.args[4], types.float32)
+        f = builder.sitofp(builder.sub(args[1], _bcast(builder, _D16, bias)), _F16)
+        s = builder.fmul(args[3], _bcast(builder, _F16, dx))
+        return _call(builder, "llvm.fma.v16f32", _F16, [s, f, args[0]])
+
+    return f32x16(acc, isum, bias, dw, dx), codegen
+
+
+@intrinsic
+def fzero(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_F16, None)
+
+    return f32x16(), codegen
+
+
+@intrinsic
+def fload(typingctx, arr, i):
+    """arr[i : i+16] of a 1-D float32 array as f32x16."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        p = builder.gep(ary.data, [_intp(context, builder, sig.args[1], args[1])])
+        return _load(builder, p, _F16)
+
+    return f32x16(arr, i), codegen
+
+
+@intrinsic
+def fstore(typingctx, arr, i, v):
+    """arr[i : i+16] = v (1-D float32 array)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.float32) or v != f32x16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        p = builder.gep(ary.data, [_intp(context, builder, sig.args[1], args[1])])
+        builder.store(args[2], builder.bitcast(p, _F16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.none(arr, i, v), codegen
+
+
+@intrinsic
+def store_lanes(typingctx, out, m, r, v):
+    """out[m, r : r+16] = v for the columns that exist (out (M, N) float32, C order)."""
+    if not (isinstance(out, types.Array) and out.ndim == 2 and out.dtype == types.float32) or v != f32x16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        n = cgutils.unpack_tuple(builder, ary.shape)[1]
+        mm = _intp(context, builder, sig.args[1], args[1])
+        r = _intp(context, builder, sig.args[2], args[2])
+        p = builder.gep(ary.data, [builder.add(builder.mul(mm, n), r)])
+        lanes = builder.add(_bcast(builder, ir.VectorType(r.type, GROUP), r), ir.Constant(ir.VectorType(r.type, GROUP), list(range(GROUP))))
+        mask = builder.icmp_signed("<", lanes, _bcast(builder, ir.VectorType(n.type, GROUP), n))
+        fnty = ir.FunctionType(ir.VoidType(), [_F16, _F16.as_pointer(), _i32, mask.type])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.store.v16f32.p0v16f32")
+        builder.call(fn, [args[3], builder.bitcast(p, _F16.as_pointer()), ir.Constant(_i32, 4), mask])
+        return context.get_dummy_value()
+
+    return types.none(out, m, r, v), codegen

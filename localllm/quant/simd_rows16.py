@@ -25,31 +25,13 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from localllm.isa import KERNEL_PATH
+from localllm.quant.simd_avx512 import _B16, _B64, _D8, _D16, _F16, _W16, _W32, _cat, _i8, _i16, _i32, _idx, _load
 from localllm.quant.simd_avx512 import f32x16, i8x64, i32x16
 from localllm.quant.simd_x86 import _bcast, _call, _splat
 
-_i8, _i16, _i32, _f32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
-_B64 = ir.VectorType(_i8, 64)
-_B32 = ir.VectorType(_i8, 32)
-_B16 = ir.VectorType(_i8, 16)
-_D16 = ir.VectorType(_i32, 16)
-_D8 = ir.VectorType(_i32, 8)
-_W32 = ir.VectorType(_i16, 32)
-_W16 = ir.VectorType(_i16, 16)
-_H16 = ir.VectorType(_i16, 16)
-_F16 = ir.VectorType(_f32, 16)
 _VNNI = KERNEL_PATH == "avx512"
 
 GROUP = 16  # weight rows per group (lanes per vector)
-
-
-def _idx(values):
-    return ir.Constant(ir.VectorType(_i32, len(values)), list(values))
-
-
-def _cat(builder, a, b):
-    n = a.type.count
-    return builder.shuffle_vector(a, b, _idx(range(2 * n)))
 
 
 def _intp(context, builder, ty, v):
@@ -74,10 +56,6 @@ def _row_ptrs(context, builder, arrty, arr, r, off):
     """Byte pointers to offset `off` of rows r .. r+15 (see _rows)."""
     data, stride, rows = _rows(context, builder, arrty, arr, r)
     return [builder.gep(data, [builder.add(builder.mul(row, stride), off)]) for row in rows]
-
-
-def _load(builder, ptr, llty):
-    return builder.load(builder.bitcast(ptr, llty.as_pointer()), align=1, typ=llty)
 
 
 def _transpose16(builder, rows):
@@ -127,7 +105,7 @@ def _f16_lanes(context, builder, arrty, arr, r, off):
         index = builder.insert_element(index, builder.trunc(builder.mul(builder.sub(row, r), stride), _i32),
                                        ir.Constant(_i32, i))
     base = builder.gep(data, [builder.add(builder.mul(r, stride), off)])
-    h = builder.trunc(_gather_u32(builder, base, index), _H16)
+    h = builder.trunc(_gather_u32(builder, base, index), _W16)
     return builder.fpext(builder.bitcast(h, ir.VectorType(ir.HalfType(), GROUP)), _F16)
 
 

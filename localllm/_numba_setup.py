@@ -61,7 +61,10 @@ def _omp_available() -> bool:
     return True
 
 
-os.environ.setdefault("NUMBA_CACHE_DIR", str(_cache_dir()))
+# Only without a cache given: _cache_dir() also clears the caches of other sources, and a
+# child of a process running older sources would delete its parent's cache and lock file.
+if "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = str(_cache_dir())
 # OpenMP workers spin after each parallel region (libgomp's default is long). Prompt
 # processing alternates our kernels with OpenBLAS's own threads, and on 2 cores the
 # spinning workers starved them: pp512 ran at 312 t/s with 2 threads and 406 with 1.

@@ -48,8 +48,6 @@ from localllm.quant.simd_x86 import (
     load_i32x8,
     load_nibbles,
     load_u16,
-    load_u32,
-    q5_high_bits,
     v_and,
     v_or,
     v_shl,
@@ -83,18 +81,6 @@ def vec_fin(st):
 
 
 # ---- legacy 32-element formats: acc += (d_w * d_x) * lanes, per block ----------
-
-
-@njit(inline="always", cache=True)
-def _q5_0(acc, row, b, x, s):
-    o = b * 22  # d f16 | qh u32 | 16 B nibbles
-    w = v_subc(v_or(load_nibbles(row, o + 6), q5_high_bits(load_u32(row, o + 2))), 16)
-    return fma_acc(acc, _half(row, o) * s[b], dot_ss(w, load32(x, b * 32)))
-
-
-@njit(inline="always", cache=True)
-def q5_0_step(st, ra, rb, b, x, s, sm, gs):
-    return _q5_0(st[0], ra, b, x, s), _q5_0(st[1], rb, b, x, s)
 
 
 @njit(inline="always", cache=True)

@@ -4,13 +4,11 @@ One 512-bit register holds the AVX2 path's 8-lane vector for weight row a (low
 half) and for row b (high half), so a step does both rows' work in one set of
 instructions and every element gets exactly the AVX2 path's integers and
 float operations:
-  * signed codes (Q5_0, Q8_0): vpdpbusd multiplies unsigned by signed bytes,
+  * signed codes (Q8_0): vpdpbusd multiplies unsigned by signed bytes,
     so the activations go in as x + 128 (x ^ 0x80) and the weights' own lane sums
-    times -128, computed once per weight block, start the accumulator; for a single
-    activation row Q5_0 instead gives their stored codes (code + c) as the
-    unsigned operand and take c * (the activations' 4-sums) off (dot_offset);
+    times -128, computed once per weight block, start the accumulator;
   * Q4_1's codes are unsigned already: one vpdpbusd;
-In prompt chunks (16 rows or more) Q4_1, Q5_0, Q8_0, Q4_K and Q6_K take
+In prompt chunks (16 rows or more) Q4_1, Q8_0, Q4_K and Q6_K take
 ROWS activation rows per weight block (the "wide" functions below, driven by
 gemm_tiles.tile_wide). For fewer rows the K-quants run blocks_avx2's code on
 this path.
@@ -34,10 +32,8 @@ from localllm.quant.simd_avx512 import (
     izero16,
     load32x2,
     nibbles32x2,
-    q5_high_bits2,
     signed_dot_bias,
     w_or,
-    w_subc,
     w_xorc,
     w_andc,
     w_shrc,
@@ -53,11 +49,8 @@ from localllm.quant.simd_avx512 import (
     rows_madd,
     rows_scale,
     rows_pair_sums,
-    dot_offset,
 )
 from localllm.quant.blocks_avx2 import scale_min_k4
-from localllm.quant.gemm_tiles import four_fins, four_inits
-from localllm.quant.simd_x86 import load_u32
 
 
 @njit(inline="always", cache=True)
@@ -79,57 +72,9 @@ def _signed_block(acc, w, dw, x, s, b):
 
 
 @njit(inline="always", cache=True)
-def q5_0_codes(ra, rb, b):
-    """Block b of both rows: (codes + 16, unsigned, scales d_a | d_b)."""
-    o = b * 22  # d f16 | qh u32 | 16 B nibbles
-    high = q5_high_bits2(load_u32(ra, o + 2), load_u32(rb, o + 2))
-    return w_or(nibbles32x2(ra, o + 6, rb, o + 6), high), halves_f32(_half(ra, o), _half(rb, o))
-
-
-@njit(inline="always", cache=True)
-def q5_0_block(ra, rb, b):
-    wu, dw = q5_0_codes(ra, rb, b)
-    return w_subc(wu, 16), dw
-
-
-@njit(inline="always", cache=True)
 def q8_0_block(ra, rb, b):
     o = b * 34  # d f16 | 32 x int8
     return load32x2(ra, o + 2, rb, o + 2), halves_f32(_half(ra, o), _half(rb, o))
-
-
-# One activation row (decode): Q5_0's codes go into vpdpbusd unsigned, as
-# they are stored, with the offset taken off per row (dot_offset). Four rows share one
-# weight block's sign-trick bias instead (the _step4 functions), which is cheaper there.
-
-
-@njit(inline="always", cache=True)
-def _offset_block(acc, wu, c, dw, x, s, b):
-    """_signed_block's result from the codes + c (wu): the same integer lanes."""
-    return fma16(acc, fmul_s(dw, s[b]), dot_offset(wu, bcast32(x, b * 32), c))
-
-
-@njit(inline="always", cache=True)
-def q5_0_step(st, ra, rb, b, x, s, sm, gs):
-    wu, dw = q5_0_codes(ra, rb, b)
-    return _offset_block(st, wu, 16, dw, x, s, b)
-
-
-@njit(inline="always", cache=True)
-def _signed_four(block, st4, ra, rb, u, a0, a1, a2, a3):
-    w, dw = block(ra, rb, u)
-    return (_signed_block(st4[0], w, dw, a0[0], a0[1], u), _signed_block(st4[1], w, dw, a1[0], a1[1], u),
-            _signed_block(st4[2], w, dw, a2[0], a2[1], u), _signed_block(st4[3], w, dw, a3[0], a3[1], u))
-
-
-@njit(inline="always", cache=True)
-def q5_0_step4(step, st4, ra, rb, u, a0, a1, a2, a3):
-    """gemm_tiles' four-row step (`step` unused): four rows on one decoded block."""
-    return _signed_four(q5_0_block, st4, ra, rb, u, a0, a1, a2, a3)
-
-
-q5_0_init4 = four_inits
-q5_0_fin4 = four_fins
 
 
 @njit(inline="always", cache=True)
@@ -215,7 +160,7 @@ def wide_fin(st, j):
 @njit(inline="always", cache=True)
 def wide_step(block, st, ra, rb, b, acts, n, i0):
     """Block b for ROWS activation rows from scratch row i0 (acts: wide_acts' of n rows);
-    block: the format's decode (q5_0_block, ...)."""
+    block: the format's decode (q8_0_block, ...)."""
     xu, ds = acts
     w, dw = block(ra, rb, b)
     return rows_dot(st, signed_dot_bias(w), w, dw, xu, ds, b * n + i0, False)

@@ -121,23 +121,6 @@ def bcast32(typingctx, x, off):
     return i8x64(x, off), codegen
 
 
-@intrinsic
-def q5_high_bits2(typingctx, qa, qb):
-    """Q5_0's two uint32 words of fifth bits -> I8x64 with 16 where a bit is set."""
-    if not (isinstance(qa, types.Integer) and isinstance(qb, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        def bits(w):
-            w = builder.trunc(w, _i32) if w.type.width > 32 else w
-            return builder.bitcast(w, ir.VectorType(_i1, 32))
-
-        v = _cat(builder, bits(args[0]), bits(args[1]))
-        return builder.shl(builder.zext(v, _B64), _splat(_B64, 4))
-
-    return i8x64(qa, qb), codegen
-
-
 # ---- byte arithmetic -------------------------------------------------------------
 
 
@@ -156,7 +139,6 @@ def _byte_op(op):
     return fn
 
 
-w_subc = _byte_op("sub")
 w_xorc = _byte_op("xor")
 w_andc = _byte_op("and_")
 w_shrc = _byte_op("lshr")  # per byte, bits shifted out are lost (LLVM masks the word shift)
@@ -220,22 +202,6 @@ def dpbusd(typingctx, acc, u, s):
         return _dpbusd(builder, *args)
 
     return i32x16(acc, u, s), codegen
-
-
-@intrinsic
-def dot_offset(typingctx, u, s, c):
-    """Per int32 lane the sum of 4 products (u - c) x s: u the codes plus c as unsigned
-    bytes, s signed bytes, c an integer. vpdpbusd of u, less vpdpbusd of c's splat: for
-    one activation row two instructions fewer than the sign trick's bias and xor."""
-    if u != i8x64 or s != i8x64 or not isinstance(c, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        cc = _bcast(builder, _B64, builder.trunc(args[2], _i8) if args[2].type.width > 8 else args[2])
-        zero = _splat(_D16, 0)
-        return builder.sub(_dpbusd(builder, zero, args[0], args[1]), _dpbusd(builder, zero, cc, args[1]))
-
-    return i32x16(u, s, c), codegen
 
 
 @intrinsic

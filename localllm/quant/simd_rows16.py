@@ -1,6 +1,6 @@
 """Sixteen weight rows side by side: the lane of a vector is a weight row (output feature).
 
-The row-lane arithmetic (rows16.py) needs, per 32-element block, one exact integer
+The row-lane arithmetic (row_lanes.py) needs, per 32-element block, one exact integer
 dot product per (weight row, activation row) and one float step per output element.
 Here lane i of every vector belongs to weight row r + i of a 16-row group, so one
 vpdpbusd multiplies 4 codes of each of 16 rows by the same 4 activation codes
@@ -8,7 +8,9 @@ vpdpbusd multiplies 4 codes of each of 16 rows by the same 4 activation codes
 16 outputs at once.
 
 The weights stay in their GGUF layout (zero copy): a group's block is 16 separate
-16-byte loads, transposed in registers so that vector j holds dword j of every row.
+16-byte loads of its codes, transposed in registers so that vector j holds dword j of
+every row, and 16 more of its first bytes (scale, Q5_0's fifth bits) transposed the
+same way. Formats: Q4_0 (codes 0..15, offset 8), Q5_0 (codes 0..31, offset 16).
 On the avx2 path the same 16-lane vectors are split by LLVM into two 256-bit halves
 and the dot products use vpmaddubsw + vpmaddwd; integers are exact either way, so
 both paths give the same bits.
@@ -25,7 +27,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from localllm.isa import KERNEL_PATH
-from localllm.quant.simd_avx512 import _B16, _B64, _D8, _D16, _F16, _W16, _W32, _cat, _i8, _i16, _i32, _idx, _load
+from localllm.quant.simd_avx512 import _B16, _B64, _D8, _D16, _F16, _W16, _W32, _cat, _i32, _idx, _load
 from localllm.quant.simd_avx512 import f32x16, i8x64, i32x16
 from localllm.quant.simd_x86 import _bcast, _call, _splat
 
@@ -82,34 +84,42 @@ def _transpose16(builder, rows):
     return [unpack64(a0, a2, 0), unpack64(a0, a2, 1), unpack64(a1, a3, 0), unpack64(a1, a3, 1)]
 
 
-def _gather_u32(builder, base, index):
-    """The uint32 at base + index[i] for each lane i (<16 x i32> byte offsets): one
-    vpgatherdd on avx512, two on avx2."""
-    if _VNNI:
-        return _call(builder, "llvm.x86.avx512.mask.gather.dpi.512", _D16,
-                     [ir.Constant(_D16, None), base, index, ir.Constant(ir.VectorType(ir.IntType(1), 16), [1] * 16),
-                      ir.Constant(_i32, 1)])
-    halves = []
-    for h in range(2):
-        idx = builder.shuffle_vector(index, index, _idx(range(8 * h, 8 * h + 8)))
-        halves.append(_call(builder, "llvm.x86.avx2.gather.d.d.256", _D8,
-                            [ir.Constant(_D8, None), base, idx, _splat(_D8, -1), ir.Constant(_i8, 1)]))
-    return _cat(builder, halves[0], halves[1])
+def _head_dwords(builder, ptrs):
+    """Dwords 0 and 1 of the 16 rows at ptrs (one block's first bytes), transposed: two
+    <16 x i32>, lane i from row i. Sixteen 16-byte loads and an in-register transpose:
+    a vpgatherdd of these dwords was measured 2.5x slower per Q5_0 block (its elements
+    often straddle cache lines at 22-byte strides)."""
+    heads = [_load(builder, p, _B16) for p in ptrs]
+    return _transpose16(builder, heads)[:2]
 
 
-def _f16_lanes(context, builder, arrty, arr, r, off):
-    """The little-endian f16 at byte `off` of each row r .. r+15 -> f32x16 (vcvtph2ps)."""
-    data, stride, rows = _rows(context, builder, arrty, arr, r)
-    index = ir.Constant(_D16, ir.Undefined)  # byte offsets of the rows from row r
-    for i, row in enumerate(rows):
-        index = builder.insert_element(index, builder.trunc(builder.mul(builder.sub(row, r), stride), _i32),
-                                       ir.Constant(_i32, i))
-    base = builder.gep(data, [builder.add(builder.mul(r, stride), off)])
-    h = builder.trunc(_gather_u32(builder, base, index), _W16)
+def _f16_low(builder, dwords):
+    """The f16 in the low half of each dword lane -> f32x16 (vcvtph2ps)."""
+    h = builder.trunc(dwords, _W16)
     return builder.fpext(builder.bitcast(h, ir.VectorType(ir.HalfType(), GROUP)), _F16)
 
 
-_Q4_0_GROUP = types.Tuple([i8x64] * 8 + [f32x16])
+def _nibbles(builder, t):
+    """A transposed dword vector of packed nibbles -> (low nibbles, high nibbles) as <64 x i8>."""
+    lo = builder.and_(builder.bitcast(t, _B64), _splat(_B64, 0x0F))
+    shifted = builder.bitcast(builder.lshr(builder.bitcast(t, _W32), _splat(_W32, 4)), _B64)
+    return lo, builder.and_(shifted, _splat(_B64, 0x0F))
+
+
+def _fifth_bits(builder, qh, first):
+    """Bits first .. first+3 of each lane's qh (<16 x i32>) as 0x10 or 0 in that lane's
+    bytes 0..3: the fifth bits of four codes. One in-lane byte shuffle brings the byte
+    holding them to all four bytes, a per-byte mask picks each one's bit."""
+    qb = builder.bitcast(qh, _B64)
+    src = first // 8
+    picked = builder.shuffle_vector(qb, qb, _idx([4 * i + src for i in range(GROUP) for _ in range(4)]))
+    bits = ir.Constant(_B64, [1 << (first % 8 + k) for _ in range(GROUP) for k in range(4)])
+    hit = builder.icmp_unsigned("!=", builder.and_(picked, bits), _splat(_B64, 0))
+    return builder.select(hit, _splat(_B64, 0x10), _splat(_B64, 0))
+
+
+# A 32-block of 16 rows: 8 code vectors (lane i: four codes of row r + i), then the scales.
+_GROUP32 = types.Tuple([i8x64] * 8 + [f32x16])
 
 
 @intrinsic
@@ -127,14 +137,13 @@ def q4_0_group(typingctx, raw, r, b):
         codes = [_load(builder, builder.gep(p, [ir.Constant(_i32, 2)]), _B16) for p in ptrs]
         lo, hi = [], []
         for t in _transpose16(builder, codes):
-            v = builder.bitcast(t, _B64)
-            lo.append(builder.and_(v, _splat(_B64, 0x0F)))
-            shifted = builder.bitcast(builder.lshr(builder.bitcast(t, _W32), _splat(_W32, 4)), _B64)
-            hi.append(builder.and_(shifted, _splat(_B64, 0x0F)))
-        scales = _f16_lanes(context, builder, sig.args[0], args[0], r, off)
+            a, b = _nibbles(builder, t)
+            lo.append(a)
+            hi.append(b)
+        scales = _f16_low(builder, _head_dwords(builder, ptrs)[0])
         return context.make_tuple(builder, sig.return_type, lo + hi + [scales])
 
-    return _Q4_0_GROUP(raw, r, b), codegen
+    return _GROUP32(raw, r, b), codegen
 
 
 def _x_dword(builder, xptr, k):
@@ -143,27 +152,32 @@ def _x_dword(builder, xptr, k):
     return builder.bitcast(_bcast(builder, _D16, d), _B64)
 
 
-def _dot_groups(builder, codes, xs):
+def _dot_groups(builder, codes, xs, top):
     """Sum over pairs of (unsigned codes <64 x i8>, signed broadcast activations): per dword
-    lane the sum of all their 4-byte products, <16 x i32>. Codes below 16 keep every
-    vpmaddubsw word under 2 * 15 * 127, so the avx2 path may add up to eight of them in
-    16 bits before widening."""
+    lane the sum of all their 4-byte products, <16 x i32>. top: the codes' largest value.
+    A vpmaddubsw word is at most 2 * top * 127, so the avx2 path adds as many of them in
+    16 bits as stay below 2**15 before widening (eight for 4-bit codes, four for 5-bit)."""
     if _VNNI:  # two chains (codes 0-15 and 16-31) halve the latency of one block's dot
         accs = [ir.Constant(_D16, None), ir.Constant(_D16, None)]
         for k, (u, s) in enumerate(zip(codes, xs)):
             accs[k % 2] = _call(builder, "llvm.x86.avx512.vpdpbusd.512", _D16,
                                 [accs[k % 2], builder.bitcast(u, _D16), builder.bitcast(s, _D16)])
         return builder.add(accs[0], accs[1])
+    per_widen = (2 ** 15 - 1) // (2 * top * 127)
     halves = []
     for h in range(2):
         pick = _idx(range(32 * h, 32 * h + 32))
-        words = None
-        for u, s in zip(codes, xs):
+        dwords, words = None, None
+        for k, (u, s) in enumerate(zip(codes, xs)):
             uh = builder.shuffle_vector(u, u, pick)
             sh = builder.shuffle_vector(s, s, pick)
             p = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _W16, [uh, sh])
             words = p if words is None else builder.add(words, p)
-        halves.append(_call(builder, "llvm.x86.avx2.pmadd.wd", _D8, [words, _splat(_W16, 1)]))
+            if (k + 1) % per_widen == 0 or k + 1 == len(codes):
+                wide = _call(builder, "llvm.x86.avx2.pmadd.wd", _D8, [words, _splat(_W16, 1)])
+                dwords = wide if dwords is None else builder.add(dwords, wide)
+                words = None
+        halves.append(dwords)
     return _cat(builder, halves[0], halves[1])
 
 
@@ -172,20 +186,56 @@ def _byte_ptr(context, builder, arrty, arr, offty, off):
     return builder.gep(ary.data, [_intp(context, builder, offty, off)])
 
 
+def _block_dot(top, doc):
+    """The intrinsic dot(w, x, off) of a format whose codes run 0..top: per lane (weight
+    row) the integer dot of a _GROUP32's codes with x[off : off+32] (1-D int8)."""
+
+    @intrinsic
+    def dot(typingctx, w, x, off):
+        if w != _GROUP32 or not (isinstance(x, types.Array) and x.ndim == 1 and x.dtype == types.int8):
+            return None
+
+        def codegen(context, builder, sig, args):
+            xp = _byte_ptr(context, builder, sig.args[1], args[1], sig.args[2], args[2])
+            codes = [builder.extract_value(args[0], j) for j in range(8)]
+            xs = [_x_dword(builder, xp, 4 * j) for j in range(8)]
+            return _dot_groups(builder, codes, xs, top)
+
+        return i32x16(w, x, off), codegen
+
+    dot.__doc__ = doc
+    return dot
+
+
+q4_0_dot = _block_dot(15, "Q4_0's 16 integer dots of a q4_0_group with x[off : off+32].")
+
+
 @intrinsic
-def q4_0_dot(typingctx, w, x, off):
-    """Per lane (weight row) the integer dot of the stored codes of a q4_0_group with the
-    activation codes x[off : off+32] (1-D int8)."""
-    if w != _Q4_0_GROUP or not (isinstance(x, types.Array) and x.ndim == 1 and x.dtype == types.int8):
+def q5_0_group(typingctx, raw, r, b):
+    """Block b of rows r .. r+15 of a Q5_0 matrix raw (N, row_bytes), as q4_0_group gives
+    Q4_0's (codes 0..31, the -16 comes off in the float step)."""
+    if not (isinstance(raw, types.Array) and raw.ndim == 2 and raw.dtype == types.uint8):
         return None
 
     def codegen(context, builder, sig, args):
-        xp = _byte_ptr(context, builder, sig.args[1], args[1], sig.args[2], args[2])
-        codes = [builder.extract_value(args[0], j) for j in range(8)]
-        xs = [_x_dword(builder, xp, 4 * j) for j in range(4)] + [_x_dword(builder, xp, 16 + 4 * j) for j in range(4)]
-        return _dot_groups(builder, codes, xs)
+        r = _intp(context, builder, sig.args[1], args[1])
+        off = builder.mul(_intp(context, builder, sig.args[2], args[2]), ir.Constant(r.type, 22))
+        ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, off)  # d f16 | qh u32 | 16 B nibbles
+        codes = [_load(builder, builder.gep(p, [ir.Constant(_i32, 6)]), _B16) for p in ptrs]
+        h0, h1 = _head_dwords(builder, ptrs)  # bytes 0-3: d, qh low half; 4-7: qh high half, codes
+        qh = builder.or_(builder.lshr(h0, _splat(_D16, 16)), builder.shl(h1, _splat(_D16, 16)))
+        lo, hi = [], []
+        for j, t in enumerate(_transpose16(builder, codes)):
+            a, b = _nibbles(builder, t)
+            lo.append(builder.or_(a, _fifth_bits(builder, qh, 4 * j)))
+            hi.append(builder.or_(b, _fifth_bits(builder, qh, 16 + 4 * j)))
+        scales = _f16_low(builder, h0)
+        return context.make_tuple(builder, sig.return_type, lo + hi + [scales])
 
-    return i32x16(w, x, off), codegen
+    return _GROUP32(raw, r, b), codegen
+
+
+q5_0_dot = _block_dot(31, "Q5_0's 16 integer dots of a q5_0_group with x[off : off+32].")
 
 
 @intrinsic

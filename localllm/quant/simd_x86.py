@@ -126,19 +126,6 @@ def load_u16(typingctx, arr, off):
     return types.uint16(arr, off), codegen
 
 
-@intrinsic
-def load_u32(typingctx, arr, off):
-    """Little-endian uint32 at arr[off] (Q5_0's high-bit word)."""
-    if not _is_byte_array(arr):
-        return None
-
-    def codegen(context, builder, sig, args):
-        p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-        return builder.load(builder.bitcast(p, _i32.as_pointer()), align=1, typ=_i32)
-
-    return types.uint32(arr, off), codegen
-
-
 # ---- byte arithmetic ---------------------------------------------------------
 
 
@@ -173,21 +160,6 @@ def v_or(typingctx, a, b):
         return builder.or_(args[0], args[1])
 
     return i8x32(a, b), codegen
-
-
-@intrinsic
-def q5_high_bits(typingctx, qh):
-    """Q5_0's uint32 of fifth bits -> I8x32 with 16 where bit j is set."""
-    if not isinstance(qh, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        w = args[0]
-        w = builder.trunc(w, _i32) if w.type.width > 32 else w
-        bits = builder.bitcast(w, ir.VectorType(ir.IntType(1), 32))
-        return builder.shl(builder.zext(bits, _V8x32), _splat(_V8x32, 4))
-
-    return i8x32(qh), codegen
 
 
 # ---- integer dot products ----------------------------------------------------

@@ -28,7 +28,6 @@ from numba import njit
 from localllm.kernels.fmath import fma32
 from localllm.quant.f16 import f16_to_f32
 from localllm.quant.simd_x86 import (
-    dot_ss,
     dot_ss16,
     dot_us,
     dot_us_scaled,
@@ -81,17 +80,6 @@ def vec_fin(st):
 
 
 # ---- legacy 32-element formats: acc += (d_w * d_x) * lanes, per block ----------
-
-
-@njit(inline="always", cache=True)
-def _q8_0(acc, row, b, x, s):
-    o = b * 34  # d f16 | 32 x int8
-    return fma_acc(acc, _half(row, o) * s[b], dot_ss(load32(row, o + 2), load32(x, b * 32)))
-
-
-@njit(inline="always", cache=True)
-def q8_0_step(st, ra, rb, b, x, s, sm, gs):
-    return _q8_0(st[0], ra, b, x, s), _q8_0(st[1], rb, b, x, s)
 
 
 # Q4_1: d f16 | m f16 | 16 B nibbles. The min terms m * (d_x * sum x) are summed in

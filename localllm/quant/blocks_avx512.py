@@ -4,11 +4,8 @@ One 512-bit register holds the AVX2 path's 8-lane vector for weight row a (low
 half) and for row b (high half), so a step does both rows' work in one set of
 instructions and every element gets exactly the AVX2 path's integers and
 float operations:
-  * signed codes (Q8_0): vpdpbusd multiplies unsigned by signed bytes,
-    so the activations go in as x + 128 (x ^ 0x80) and the weights' own lane sums
-    times -128, computed once per weight block, start the accumulator;
   * Q4_1's codes are unsigned already: one vpdpbusd;
-In prompt chunks (16 rows or more) Q4_1, Q8_0, Q4_K and Q6_K take
+In prompt chunks (16 rows or more) Q4_1, Q4_K and Q6_K take
 ROWS activation rows per weight block (the "wide" functions below, driven by
 gemm_tiles.tile_wide). For fewer rows the K-quants run blocks_avx2's code on
 this path.
@@ -32,9 +29,7 @@ from localllm.quant.simd_avx512 import (
     izero16,
     load32x2,
     nibbles32x2,
-    signed_dot_bias,
     w_or,
-    w_xorc,
     w_andc,
     w_shrc,
     w_shlc,
@@ -64,26 +59,6 @@ def vec_fin(st):
 
 
 @njit(inline="always", cache=True)
-def _signed_block(acc, w, dw, x, s, b):
-    """acc + (d_w * d_x) * (w . x) for block b of both rows; w: signed codes (I8x64),
-    dw: the rows' scales d_a | d_b."""
-    lanes = dpbusd(signed_dot_bias(w), w_xorc(bcast32(x, b * 32), 0x80), w)
-    return fma16(acc, fmul_s(dw, s[b]), lanes)
-
-
-@njit(inline="always", cache=True)
-def q8_0_block(ra, rb, b):
-    o = b * 34  # d f16 | 32 x int8
-    return load32x2(ra, o + 2, rb, o + 2), halves_f32(_half(ra, o), _half(rb, o))
-
-
-@njit(inline="always", cache=True)
-def q8_0_step(st, ra, rb, b, x, s, sm, gs):
-    w, dw = q8_0_block(ra, rb, b)
-    return _signed_block(st, w, dw, x, s, b)
-
-
-@njit(inline="always", cache=True)
 def q4_1_init():
     return fzero16(), np.float32(0.0), np.float32(0.0)
 
@@ -110,12 +85,10 @@ def q4_1_fin(st):
 
 # ---- many activation rows per weight-row pair (gemm_tiles.tile_wide) -----------------
 # In prompt chunks one decode of a weight block serves ROWS activation rows instead of
-# four. The item first copies its activation rows into a block-major scratch (wide_acts
-# and the per-format ones below), with block b of every row side by side, so one
-# pointer reaches all ROWS rows' block b. The legacy signed formats' scratch holds the
-# codes as x + 128 (x ^ 0x80, vpdpbusd's unsigned operand); the weight block's decode
-# and bias are then shared by ROWS rows, and each row gets _signed_block's integer
-# lanes and float steps. simd_avx512's rows_* intrinsics emit a group's rows.
+# four. The item first copies its activation rows into a block-major scratch (the
+# per-format functions below), with block b of every row side by side, so one
+# pointer reaches all ROWS rows' block b. simd_avx512's rows_* intrinsics emit a
+# group's rows.
 
 ROWS = 16
 
@@ -136,16 +109,6 @@ def block_major(a, m0, n, per):
 
 
 @njit(inline="always", cache=True)
-def wide_acts(xq, xd, xm, xs, m0, n):
-    """The legacy signed formats' scratch of rows m0 .. m0+n-1: codes as x ^ 0x80 (uint8)
-    and scales, block-major."""
-    xu = block_major(xq, m0, n, 32).view(np.uint8)
-    for t in range(xu.shape[0]):
-        xu[t] ^= np.uint8(0x80)
-    return xu, block_major(xd, m0, n, 1)
-
-
-@njit(inline="always", cache=True)
 def wide_init():
     z = fzero16()
     return z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z
@@ -155,15 +118,6 @@ def wide_init():
 def wide_fin(st, j):
     """(row a, row b) outputs of the group's row j."""
     return hsum2(st[j])
-
-
-@njit(inline="always", cache=True)
-def wide_step(block, st, ra, rb, b, acts, n, i0):
-    """Block b for ROWS activation rows from scratch row i0 (acts: wide_acts' of n rows);
-    block: the format's decode (q8_0_block, ...)."""
-    xu, ds = acts
-    w, dw = block(ra, rb, b)
-    return rows_dot(st, signed_dot_bias(w), w, dw, xu, ds, b * n + i0, False)
 
 
 # Q6_K, ROWS activation rows per super-block pass. Codes go in unsigned (0..63, the

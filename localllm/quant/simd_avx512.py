@@ -139,7 +139,6 @@ def _byte_op(op):
     return fn
 
 
-w_xorc = _byte_op("xor")
 w_andc = _byte_op("and_")
 w_shrc = _byte_op("lshr")  # per byte, bits shifted out are lost (LLVM masks the word shift)
 w_shlc = _byte_op("shl")
@@ -202,20 +201,6 @@ def dpbusd(typingctx, acc, u, s):
         return _dpbusd(builder, *args)
 
     return i32x16(acc, u, s), codegen
-
-
-@intrinsic
-def signed_dot_bias(typingctx, w):
-    """-128 * (sum of each 4 signed weight bytes): the correction that turns
-    dpbusd(bias, x ^ 0x80, w) into the signed dot x . w (x + 128 is x ^ 0x80)."""
-    if w != i8x64:
-        return None
-
-    def codegen(context, builder, sig, args):
-        s = _dpbusd(builder, _splat(_D16, 0), _splat(_B64, 0x80), args[0])
-        return builder.sub(_splat(_D16, 0), s)
-
-    return i32x16(w), codegen
 
 
 @intrinsic

@@ -27,7 +27,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from localllm.isa import KERNEL_PATH
-from localllm.quant.simd_avx512 import _B16, _B64, _D8, _D16, _F16, _W16, _W32, _cat, _i32, _idx, _load
+from localllm.quant.simd_avx512 import _B16, _B32, _B64, _D8, _D16, _F16, _W16, _W32, _cat, _i32, _idx, _load
 from localllm.quant.simd_avx512 import f32x16, i8x64, i32x16
 from localllm.quant.simd_x86 import _bcast, _call, _splat
 
@@ -156,14 +156,16 @@ def _dot_groups(builder, codes, xs, top):
     """Sum over pairs of (unsigned codes <64 x i8>, signed broadcast activations): per dword
     lane the sum of all their 4-byte products, <16 x i32>. top: the codes' largest value.
     A vpmaddubsw word is at most 2 * top * 127, so the avx2 path adds as many of them in
-    16 bits as stay below 2**15 before widening (eight for 4-bit codes, four for 5-bit)."""
+    16 bits as stay below 2**15 before widening (eight for 4-bit codes, four for 5-bit).
+    top = -1: the codes are signed bytes (Q8_0 on avx2), multiplied by the sign trick
+    (|w| times x with w's sign; |w| <= 128 keeps each word below 2**15)."""
     if _VNNI:  # two chains (codes 0-15 and 16-31) halve the latency of one block's dot
         accs = [ir.Constant(_D16, None), ir.Constant(_D16, None)]
         for k, (u, s) in enumerate(zip(codes, xs)):
             accs[k % 2] = _call(builder, "llvm.x86.avx512.vpdpbusd.512", _D16,
                                 [accs[k % 2], builder.bitcast(u, _D16), builder.bitcast(s, _D16)])
         return builder.add(accs[0], accs[1])
-    per_widen = (2 ** 15 - 1) // (2 * top * 127)
+    per_widen = max(1, (2 ** 15 - 1) // (2 * top * 127))
     halves = []
     for h in range(2):
         pick = _idx(range(32 * h, 32 * h + 32))
@@ -171,6 +173,9 @@ def _dot_groups(builder, codes, xs, top):
         for k, (u, s) in enumerate(zip(codes, xs)):
             uh = builder.shuffle_vector(u, u, pick)
             sh = builder.shuffle_vector(s, s, pick)
+            if top < 0:  # signed codes: |w| times x with w's sign, the same products
+                sh = _call(builder, "llvm.x86.avx2.psign.b", _B32, [sh, uh])
+                uh = _call(builder, "llvm.abs.v32i8", _B32, [uh, ir.Constant(ir.IntType(1), 0)])
             p = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _W16, [uh, sh])
             words = p if words is None else builder.add(words, p)
             if (k + 1) % per_widen == 0 or k + 1 == len(codes):
@@ -236,6 +241,38 @@ def q5_0_group(typingctx, raw, r, b):
 
 
 q5_0_dot = _block_dot(31, "Q5_0's 16 integer dots of a q5_0_group with x[off : off+32].")
+
+
+# Q8_0's codes are signed. vpdpbusd takes them as w + 128 (w ^ 0x80, unsigned) and the
+# float step takes 128 * (activation code sum) off; avx2 multiplies the signed codes
+# directly (sign trick), with no offset. The integers are the same.
+Q8_0_OFFSET = 128 if _VNNI else 0
+
+
+@intrinsic
+def q8_0_group(typingctx, raw, r, b):
+    """Block b of rows r .. r+15 of a Q8_0 matrix raw (N, row_bytes): 8 code vectors (lane i:
+    row i's codes 4j..4j+3 in vector j; as w + Q8_0_OFFSET), then the scales."""
+    if not (isinstance(raw, types.Array) and raw.ndim == 2 and raw.dtype == types.uint8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        r = _intp(context, builder, sig.args[1], args[1])
+        off = builder.mul(_intp(context, builder, sig.args[2], args[2]), ir.Constant(r.type, 34))
+        ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, off)  # d f16 | 32 x int8
+        codes = []
+        for half in (2, 18):
+            rows = [_load(builder, builder.gep(p, [ir.Constant(_i32, half)]), _B16) for p in ptrs]
+            codes += [builder.bitcast(t, _B64) for t in _transpose16(builder, rows)]
+        if Q8_0_OFFSET:
+            codes = [builder.xor(c, _splat(_B64, 0x80)) for c in codes]
+        scales = _f16_low(builder, _head_dwords(builder, ptrs)[0])
+        return context.make_tuple(builder, sig.return_type, codes + [scales])
+
+    return _GROUP32(raw, r, b), codegen
+
+
+q8_0_dot = _block_dot(255 if _VNNI else -1, "Q8_0's 16 integer dots of a q8_0_group with x[off : off+32].")
 
 
 @intrinsic

@@ -191,22 +191,9 @@ def dot_us(typingctx, u, s):
 
 
 @intrinsic
-def dot_ss(typingctx, w, x):
-    """Signed codes . signed int8 (x must avoid -128) -> I32x8."""
-    if w != i8x32 or x != i8x32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        absw, sx = _sign_trick(builder, args[0], args[1])
-        p = _pmadd(builder, absw, sx)
-        return _call(builder, "llvm.x86.avx2.pmadd.wd", _V32x8, [p, _splat(_V16x16, 1)])
-
-    return i32x8(w, x), codegen
-
-
-@intrinsic
 def dot_ss16(typingctx, w, x, sc0, sc1):
-    """Like dot_ss, but elements 0..15 are weighted by sc0 and 16..31 by sc1 (Q6_K/Q3_K)."""
+    """Signed int8 w . signed int8 x -> I32x8 lane sums of 4 products (sign trick), elements
+    0..15 weighted by sc0 and 16..31 by sc1 (Q6_K/Q3_K)."""
     if w != i8x32 or x != i8x32:
         return None
 

@@ -10,7 +10,8 @@ vpdpbusd multiplies 4 codes of each of 16 rows by the same 4 activation codes
 The weights stay in their GGUF layout (zero copy): a group's block is 16 separate
 16-byte loads of its codes, transposed in registers so that vector j holds dword j of
 every row, and 16 more of its first bytes (scale, Q5_0's fifth bits) transposed the
-same way. Formats: Q4_0 (codes 0..15, offset 8), Q5_0 (codes 0..31, offset 16).
+same way. Formats: Q4_0 (codes 0..15, offset 8), Q5_0 (codes 0..31, offset 16),
+Q8_0 (signed codes; see Q8_0_OFFSET).
 On the avx2 path the same 16-lane vectors are split by LLVM into two 256-bit halves
 and the dot products use vpmaddubsw + vpmaddwd; integers are exact either way, so
 both paths give the same bits.

@@ -15,6 +15,7 @@ and its final lane sum happen in this order. The integers are exact, so any
 instruction sequence that yields the same 8 int32 lanes per 32-block (the
 AVX-512 path's vpdpbusd does) gives the same floats.
 
+Q4_0, Q5_0 and Q8_0 are not here: they run the row-lane arithmetic (row_lanes.py).
 Legacy formats keep llama.cpp's AVX2 float order: one 8-lane accumulator, a
 fused multiply-add per block, the lanes summed once (hsum). No fastmath: it
 would let LLVM reorder the sums differently in differently shaped loops.

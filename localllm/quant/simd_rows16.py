@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 from localllm.isa import KERNEL_PATH
 from localllm.quant.simd_avx512 import _B16, _B32, _B64, _D8, _D16, _F16, _W16, _W32, _cat, _i32, _idx, _load
 from localllm.quant.simd_avx512 import f32x16, i8x64, i32x16
-from localllm.quant.simd_x86 import _bcast, _call, _splat
+from localllm.quant.simd_x86 import _addr, _bcast, _call, _splat
 
 _VNNI = KERNEL_PATH == "avx512"
 
@@ -41,24 +41,19 @@ def _intp(context, builder, ty, v):
     return context.cast(builder, v, ty, types.intp)
 
 
-def _rows(context, builder, arrty, arr, r):
-    """(data pointer of the 2-D C-contiguous byte array, row stride, rows r .. r+15 with
-    rows past the end repeating the last row: their lanes are never stored)."""
+def _row_ptrs(context, builder, arrty, arr, r, off):
+    """Byte pointers to offset `off` of rows r .. r+15 of the 2-D C-contiguous byte array;
+    rows past the end repeat the last row (their lanes are never stored)."""
     ary = context.make_array(arrty)(context, builder, arr)
     n = cgutils.unpack_tuple(builder, ary.shape)[0]
     stride = cgutils.unpack_tuple(builder, ary.strides)[0]
     last = builder.sub(n, ir.Constant(n.type, 1))
-    rows = []
+    ptrs = []
     for i in range(GROUP):
         row = builder.add(r, ir.Constant(r.type, i))
-        rows.append(builder.select(builder.icmp_signed("<", row, n), row, last))
-    return ary.data, stride, rows
-
-
-def _row_ptrs(context, builder, arrty, arr, r, off):
-    """Byte pointers to offset `off` of rows r .. r+15 (see _rows)."""
-    data, stride, rows = _rows(context, builder, arrty, arr, r)
-    return [builder.gep(data, [builder.add(builder.mul(row, stride), off)]) for row in rows]
+        row = builder.select(builder.icmp_signed("<", row, n), row, last)
+        ptrs.append(builder.gep(ary.data, [builder.add(builder.mul(row, stride), off)]))
+    return ptrs
 
 
 def _transpose16(builder, rows):
@@ -90,8 +85,7 @@ def _head_dwords(builder, ptrs):
     <16 x i32>, lane i from row i. Sixteen 16-byte loads and an in-register transpose:
     a vpgatherdd of these dwords was measured 2.5x slower per Q5_0 block (its elements
     often straddle cache lines at 22-byte strides)."""
-    heads = [_load(builder, p, _B16) for p in ptrs]
-    return _transpose16(builder, heads)[:2]
+    return _transpose16(builder, _loads(builder, ptrs, 0))[:2]
 
 
 def _f16_low(builder, dwords):
@@ -123,28 +117,45 @@ def _fifth_bits(builder, qh, first):
 _GROUP32 = types.Tuple([i8x64] * 8 + [f32x16])
 
 
-@intrinsic
-def q4_0_group(typingctx, raw, r, b):
-    """Block b of rows r .. r+15 of a Q4_0 matrix raw (N, row_bytes): (lo_0..lo_3, hi_0..hi_3,
-    scales). lo_j lane i holds row i's codes 4j..4j+3 (0..15, the stored nibbles; the -8
-    comes off in the float step), hi_j its codes 16+4j..16+4j+3."""
-    if not (isinstance(raw, types.Array) and raw.ndim == 2 and raw.dtype == types.uint8):
-        return None
+def _group_intrinsic(block_bytes, decode, doc):
+    """The intrinsic group(raw, r, b) of a 32-block format of block_bytes bytes: block b of
+    rows r .. r+15 of raw (N, row_bytes) uint8 as a _GROUP32. decode(builder, ptrs) turns
+    the 16 rows' block pointers into the 8 code vectors and the scales."""
 
-    def codegen(context, builder, sig, args):
-        r = _intp(context, builder, sig.args[1], args[1])
-        off = builder.mul(_intp(context, builder, sig.args[2], args[2]), ir.Constant(r.type, 18))
-        ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, off)  # d f16 | 16 B nibbles
-        codes = [_load(builder, builder.gep(p, [ir.Constant(_i32, 2)]), _B16) for p in ptrs]
-        lo, hi = [], []
-        for t in _transpose16(builder, codes):
-            a, b = _nibbles(builder, t)
-            lo.append(a)
-            hi.append(b)
-        scales = _f16_low(builder, _head_dwords(builder, ptrs)[0])
-        return context.make_tuple(builder, sig.return_type, lo + hi + [scales])
+    @intrinsic
+    def group(typingctx, raw, r, b):
+        if not (isinstance(raw, types.Array) and raw.ndim == 2 and raw.dtype == types.uint8):
+            return None
 
-    return _GROUP32(raw, r, b), codegen
+        def codegen(context, builder, sig, args):
+            r = _intp(context, builder, sig.args[1], args[1])
+            off = builder.mul(_intp(context, builder, sig.args[2], args[2]), ir.Constant(r.type, block_bytes))
+            ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, off)
+            return context.make_tuple(builder, sig.return_type, decode(builder, ptrs))
+
+        return _GROUP32(raw, r, b), codegen
+
+    group.__doc__ = doc
+    return group
+
+
+def _loads(builder, ptrs, at):
+    """The 16 bytes at byte `at` of each row's block, <16 x i8> each."""
+    return [_load(builder, builder.gep(p, [ir.Constant(_i32, at)]), _B16) for p in ptrs]
+
+
+def _q4_0_decode(builder, ptrs):  # d f16 | 16 B nibbles
+    lo, hi = [], []
+    for t in _transpose16(builder, _loads(builder, ptrs, 2)):
+        a, b = _nibbles(builder, t)
+        lo.append(a)
+        hi.append(b)
+    return lo + hi + [_f16_low(builder, _head_dwords(builder, ptrs)[0])]
+
+
+q4_0_group = _group_intrinsic(18, _q4_0_decode, """Block b of rows r .. r+15 of a Q4_0 matrix:
+    (lo_0..lo_3, hi_0..hi_3, scales). lo_j lane i holds row i's codes 4j..4j+3 (0..15, the
+    stored nibbles; the -8 comes off in the float step), hi_j its codes 16+4j..16+4j+3.""")
 
 
 def _x_dword(builder, xptr, k):
@@ -153,20 +164,20 @@ def _x_dword(builder, xptr, k):
     return builder.bitcast(_bcast(builder, _D16, d), _B64)
 
 
-def _dot_groups(builder, codes, xs, top):
+def _dot_groups(builder, codes, xs, top, signed):
     """Sum over pairs of (unsigned codes <64 x i8>, signed broadcast activations): per dword
     lane the sum of all their 4-byte products, <16 x i32>. top: the codes' largest value.
     A vpmaddubsw word is at most 2 * top * 127, so the avx2 path adds as many of them in
     16 bits as stay below 2**15 before widening (eight for 4-bit codes, four for 5-bit).
-    top = -1: the codes are signed bytes (Q8_0 on avx2), multiplied by the sign trick
-    (|w| times x with w's sign; |w| <= 128 keeps each word below 2**15)."""
+    signed: the codes are signed bytes (Q8_0 on avx2; top is then their largest
+    magnitude), multiplied by the sign trick: |w| times x with w's sign."""
     if _VNNI:  # two chains (codes 0-15 and 16-31) halve the latency of one block's dot
         accs = [ir.Constant(_D16, None), ir.Constant(_D16, None)]
         for k, (u, s) in enumerate(zip(codes, xs)):
             accs[k % 2] = _call(builder, "llvm.x86.avx512.vpdpbusd.512", _D16,
                                 [accs[k % 2], builder.bitcast(u, _D16), builder.bitcast(s, _D16)])
         return builder.add(accs[0], accs[1])
-    per_widen = max(1, (2 ** 15 - 1) // (2 * top * 127))
+    per_widen = (2 ** 15 - 1) // (2 * top * 127)
     halves = []
     for h in range(2):
         pick = _idx(range(32 * h, 32 * h + 32))
@@ -174,7 +185,7 @@ def _dot_groups(builder, codes, xs, top):
         for k, (u, s) in enumerate(zip(codes, xs)):
             uh = builder.shuffle_vector(u, u, pick)
             sh = builder.shuffle_vector(s, s, pick)
-            if top < 0:  # signed codes: |w| times x with w's sign, the same products
+            if signed:  # |w| times x with w's sign: the same products
                 sh = _call(builder, "llvm.x86.avx2.psign.b", _B32, [sh, uh])
                 uh = _call(builder, "llvm.abs.v32i8", _B32, [uh, ir.Constant(ir.IntType(1), 0)])
             p = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _W16, [uh, sh])
@@ -187,14 +198,10 @@ def _dot_groups(builder, codes, xs, top):
     return _cat(builder, halves[0], halves[1])
 
 
-def _byte_ptr(context, builder, arrty, arr, offty, off):
-    ary = context.make_array(arrty)(context, builder, arr)
-    return builder.gep(ary.data, [_intp(context, builder, offty, off)])
-
-
-def _block_dot(top, doc):
-    """The intrinsic dot(w, x, off) of a format whose codes run 0..top: per lane (weight
-    row) the integer dot of a _GROUP32's codes with x[off : off+32] (1-D int8)."""
+def _block_dot(top, doc, signed=False):
+    """The intrinsic dot(w, x, off) of a format whose codes run 0..top (signed: -top..top):
+    per lane (weight row) the integer dot of a _GROUP32's codes with x[off : off+32]
+    (1-D int8)."""
 
     @intrinsic
     def dot(typingctx, w, x, off):
@@ -202,10 +209,10 @@ def _block_dot(top, doc):
             return None
 
         def codegen(context, builder, sig, args):
-            xp = _byte_ptr(context, builder, sig.args[1], args[1], sig.args[2], args[2])
+            xp = _addr(context, builder, sig.args[1], args[1], sig.args[2], args[2])
             codes = [builder.extract_value(args[0], j) for j in range(8)]
             xs = [_x_dword(builder, xp, 4 * j) for j in range(8)]
-            return _dot_groups(builder, codes, xs, top)
+            return _dot_groups(builder, codes, xs, top, signed)
 
         return i32x16(w, x, off), codegen
 
@@ -216,29 +223,19 @@ def _block_dot(top, doc):
 q4_0_dot = _block_dot(15, "Q4_0's 16 integer dots of a q4_0_group with x[off : off+32].")
 
 
-@intrinsic
-def q5_0_group(typingctx, raw, r, b):
-    """Block b of rows r .. r+15 of a Q5_0 matrix raw (N, row_bytes), as q4_0_group gives
-    Q4_0's (codes 0..31, the -16 comes off in the float step)."""
-    if not (isinstance(raw, types.Array) and raw.ndim == 2 and raw.dtype == types.uint8):
-        return None
+def _q5_0_decode(builder, ptrs):  # d f16 | qh u32 | 16 B nibbles
+    h0, h1 = _head_dwords(builder, ptrs)  # bytes 0-3: d, qh low half; 4-7: qh high half, codes
+    qh = builder.or_(builder.lshr(h0, _splat(_D16, 16)), builder.shl(h1, _splat(_D16, 16)))
+    lo, hi = [], []
+    for j, t in enumerate(_transpose16(builder, _loads(builder, ptrs, 6))):
+        a, b = _nibbles(builder, t)
+        lo.append(builder.or_(a, _fifth_bits(builder, qh, 4 * j)))
+        hi.append(builder.or_(b, _fifth_bits(builder, qh, 16 + 4 * j)))
+    return lo + hi + [_f16_low(builder, h0)]
 
-    def codegen(context, builder, sig, args):
-        r = _intp(context, builder, sig.args[1], args[1])
-        off = builder.mul(_intp(context, builder, sig.args[2], args[2]), ir.Constant(r.type, 22))
-        ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, off)  # d f16 | qh u32 | 16 B nibbles
-        codes = [_load(builder, builder.gep(p, [ir.Constant(_i32, 6)]), _B16) for p in ptrs]
-        h0, h1 = _head_dwords(builder, ptrs)  # bytes 0-3: d, qh low half; 4-7: qh high half, codes
-        qh = builder.or_(builder.lshr(h0, _splat(_D16, 16)), builder.shl(h1, _splat(_D16, 16)))
-        lo, hi = [], []
-        for j, t in enumerate(_transpose16(builder, codes)):
-            a, b = _nibbles(builder, t)
-            lo.append(builder.or_(a, _fifth_bits(builder, qh, 4 * j)))
-            hi.append(builder.or_(b, _fifth_bits(builder, qh, 16 + 4 * j)))
-        scales = _f16_low(builder, h0)
-        return context.make_tuple(builder, sig.return_type, lo + hi + [scales])
 
-    return _GROUP32(raw, r, b), codegen
+q5_0_group = _group_intrinsic(22, _q5_0_decode, """Block b of rows r .. r+15 of a Q5_0 matrix, as
+    q4_0_group gives Q4_0's (codes 0..31, the -16 comes off in the float step).""")
 
 
 q5_0_dot = _block_dot(31, "Q5_0's 16 integer dots of a q5_0_group with x[off : off+32].")
@@ -250,30 +247,21 @@ q5_0_dot = _block_dot(31, "Q5_0's 16 integer dots of a q5_0_group with x[off : o
 Q8_0_OFFSET = 128 if _VNNI else 0
 
 
-@intrinsic
-def q8_0_group(typingctx, raw, r, b):
-    """Block b of rows r .. r+15 of a Q8_0 matrix raw (N, row_bytes): 8 code vectors (lane i:
-    row i's codes 4j..4j+3 in vector j; as w + Q8_0_OFFSET), then the scales."""
-    if not (isinstance(raw, types.Array) and raw.ndim == 2 and raw.dtype == types.uint8):
-        return None
-
-    def codegen(context, builder, sig, args):
-        r = _intp(context, builder, sig.args[1], args[1])
-        off = builder.mul(_intp(context, builder, sig.args[2], args[2]), ir.Constant(r.type, 34))
-        ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, off)  # d f16 | 32 x int8
-        codes = []
-        for half in (2, 18):
-            rows = [_load(builder, builder.gep(p, [ir.Constant(_i32, half)]), _B16) for p in ptrs]
-            codes += [builder.bitcast(t, _B64) for t in _transpose16(builder, rows)]
-        if Q8_0_OFFSET:
-            codes = [builder.xor(c, _splat(_B64, 0x80)) for c in codes]
-        scales = _f16_low(builder, _head_dwords(builder, ptrs)[0])
-        return context.make_tuple(builder, sig.return_type, codes + [scales])
-
-    return _GROUP32(raw, r, b), codegen
+def _q8_0_decode(builder, ptrs):  # d f16 | 32 x int8
+    codes = []
+    for at in (2, 18):
+        codes += [builder.bitcast(t, _B64) for t in _transpose16(builder, _loads(builder, ptrs, at))]
+    if Q8_0_OFFSET:
+        codes = [builder.xor(c, _splat(_B64, 0x80)) for c in codes]
+    return codes + [_f16_low(builder, _head_dwords(builder, ptrs)[0])]
 
 
-q8_0_dot = _block_dot(255 if _VNNI else -1, "Q8_0's 16 integer dots of a q8_0_group with x[off : off+32].")
+q8_0_group = _group_intrinsic(34, _q8_0_decode, """Block b of rows r .. r+15 of a Q8_0 matrix: 8 code
+    vectors (lane i: row i's codes 4j..4j+3 in vector j; as w + Q8_0_OFFSET), then the scales.""")
+
+
+q8_0_dot = _block_dot(255 if _VNNI else 128, "Q8_0's 16 integer dots of a q8_0_group with x[off : off+32].",
+                      signed=not _VNNI)
 
 
 @intrinsic
@@ -309,9 +297,7 @@ def fload(typingctx, arr, i):
         return None
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        p = builder.gep(ary.data, [_intp(context, builder, sig.args[1], args[1])])
-        return _load(builder, p, _F16)
+        return _load(builder, _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1]), _F16)
 
     return f32x16(arr, i), codegen
 
@@ -323,8 +309,7 @@ def fstore(typingctx, arr, i, v):
         return None
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        p = builder.gep(ary.data, [_intp(context, builder, sig.args[1], args[1])])
+        p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
         builder.store(args[2], builder.bitcast(p, _F16.as_pointer()), align=4)
         return context.get_dummy_value()
 

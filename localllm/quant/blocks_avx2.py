@@ -15,9 +15,9 @@ and its final lane sum happen in this order. The integers are exact, so any
 instruction sequence that yields the same 8 int32 lanes per 32-block (the
 AVX-512 path's vpdpbusd does) gives the same floats.
 
-Q4_0, Q5_0 and Q8_0 are not here: they run the row-lane arithmetic (row_lanes.py).
-Legacy formats keep llama.cpp's AVX2 float order: one 8-lane accumulator, a
-fused multiply-add per block, the lanes summed once (hsum). No fastmath: it
+Q4_0, Q4_1, Q5_0 and Q8_0 are not here: they run the row-lane arithmetic (row_lanes.py).
+The formats here keep an 8-lane accumulator and sum its lanes once (hsum), as
+llama.cpp's AVX2 code does. No fastmath: it
 would let LLVM reorder the sums differently in differently shaped loops.
 """
 
@@ -46,7 +46,6 @@ from localllm.quant.simd_x86 import (
     izero,
     load32,
     load_i32x8,
-    load_nibbles,
     load_u16,
     v_and,
     v_or,
@@ -78,35 +77,6 @@ def vec_init():
 @njit(inline="always", cache=True)
 def vec_fin(st):
     return hsum(st[0]), hsum(st[1])
-
-
-# ---- legacy 32-element formats: acc += (d_w * d_x) * lanes, per block ----------
-
-
-# Q4_1: d f16 | m f16 | 16 B nibbles. The min terms m * (d_x * sum x) are summed in
-# their own scalar, in block order, and added after the lane sum (llama.cpp's order).
-
-
-@njit(inline="always", cache=True)
-def q4_1_init():
-    return fzero(), fzero(), np.float32(0.0), np.float32(0.0)
-
-
-@njit(inline="always", cache=True)
-def _q4_1(acc, row, b, x, s):
-    o = b * 20
-    return fma_acc(acc, _half(row, o) * s[b], dot_us(load_nibbles(row, o + 4), load32(x, b * 32)))
-
-
-@njit(inline="always", cache=True)
-def q4_1_step(st, ra, rb, b, x, s, sm, gs):
-    return (_q4_1(st[0], ra, b, x, s), _q4_1(st[1], rb, b, x, s),
-            fma32(_half(ra, b * 20 + 2), sm[b], st[2]), fma32(_half(rb, b * 20 + 2), sm[b], st[3]))
-
-
-@njit(inline="always", cache=True)
-def q4_1_fin(st):
-    return hsum(st[0]) + st[2], hsum(st[1]) + st[3]
 
 
 # ---- K-quants: integer lanes per super-block, then one float step ------------

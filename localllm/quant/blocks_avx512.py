@@ -3,9 +3,8 @@
 One 512-bit register holds the AVX2 path's 8-lane vector for weight row a (low
 half) and for row b (high half), so a step does both rows' work in one set of
 instructions and every element gets exactly the AVX2 path's integers and
-float operations:
-  * Q4_1's codes are unsigned already: one vpdpbusd;
-In prompt chunks (16 rows or more) Q4_1, Q4_K and Q6_K take
+float operations.
+In prompt chunks (16 rows or more) Q4_K and Q6_K take
 ROWS activation rows per weight block (the "wide" functions below, driven by
 gemm_tiles.tile_wide). For fewer rows the K-quants run blocks_avx2's code on
 this path.
@@ -16,11 +15,8 @@ import localllm._numba_setup  # noqa: F401
 import numpy as np
 from numba import njit
 
-from localllm.kernels.fmath import fma32
 from localllm.quant.blocks_avx2 import _half
 from localllm.quant.simd_avx512 import (
-    bcast32,
-    dpbusd,
     fma16,
     fmul_s,
     fzero16,
@@ -28,7 +24,6 @@ from localllm.quant.simd_avx512 import (
     hsum2,
     izero16,
     load32x2,
-    nibbles32x2,
     w_or,
     w_andc,
     w_shrc,
@@ -36,11 +31,9 @@ from localllm.quant.simd_avx512 import (
     scales16x2,
     scale_pairs,
     load16,
-    fma_sv,
     lane16,
     halves_i16,
     imul_add,
-    rows_dot,
     rows_madd,
     rows_scale,
     rows_pair_sums,
@@ -56,31 +49,6 @@ def vec_init():
 @njit(inline="always", cache=True)
 def vec_fin(st):
     return hsum2(st)
-
-
-@njit(inline="always", cache=True)
-def q4_1_init():
-    return fzero16(), np.float32(0.0), np.float32(0.0)
-
-
-@njit(inline="always", cache=True)
-def q4_1_block(ra, rb, b):
-    """Block b of both rows: (codes (unsigned already), scales d_a | d_b, min m_a, min m_b)."""
-    o = b * 20  # d f16 | m f16 | 16 B nibbles
-    return nibbles32x2(ra, o + 4, rb, o + 4), halves_f32(_half(ra, o), _half(rb, o)), _half(ra, o + 2), _half(rb, o + 2)
-
-
-@njit(inline="always", cache=True)
-def q4_1_step(st, ra, rb, b, x, s, sm, gs):
-    w, dw, ma, mb = q4_1_block(ra, rb, b)
-    acc = fma16(st[0], fmul_s(dw, s[b]), dpbusd(izero16(), w, bcast32(x, b * 32)))
-    return acc, fma32(ma, sm[b], st[1]), fma32(mb, sm[b], st[2])
-
-
-@njit(inline="always", cache=True)
-def q4_1_fin(st):
-    a, b = hsum2(st[0])
-    return a + st[1], b + st[2]
 
 
 # ---- many activation rows per weight-row pair (gemm_tiles.tile_wide) -----------------
@@ -170,35 +138,6 @@ def q6_k_wide_step(codes, st, ra, rb, sb, acts, n, i0):
         isum = rows_madd(isum, codes(ql1, qh, 3), scale_pairs(sc, 4 * h + 3), xk, xp, (g + 3) * n + i0)
     dw = halves_f32(_half(ra, o + 208), _half(rb, o + 208))
     return rows_scale(st, isum, dw, ds, 8 * sb * n + i0)  # the super-block's scale, repeated over its blocks
-
-
-@njit(inline="always", cache=True)
-def wide_acts_q4_1(xq, xd, xm, xs, m0, n):
-    """Q4_1's scratch of rows m0 .. m0+n-1, block-major: codes, scales, scale * code sums."""
-    return block_major(xq, m0, n, 32), block_major(xd, m0, n, 1), block_major(xm, m0, n, 1)
-
-
-@njit(inline="always", cache=True)
-def wide_init_q4_1():
-    """(the ROWS rows' lane accumulators, min terms of rows a and b: lanes = activation rows)."""
-    return wide_init(), fzero16(), fzero16()
-
-
-@njit(inline="always", cache=True)
-def q4_1_wide_step(block, st, ra, rb, b, acts, n, i0):
-    """Block b for ROWS activation rows from scratch row i0 (wide_acts_q4_1's acts)."""
-    xk, ds, sms = acts
-    k = b * n + i0
-    w, dw, ma, mb = block(ra, rb, b)
-    sm = load16(sms, k)  # the ROWS rows' d_x * sum x
-    acc, min_a, min_b = st
-    return rows_dot(acc, izero16(), w, dw, xk, ds, k, True), fma_sv(min_a, ma, sm), fma_sv(min_b, mb, sm)
-
-
-@njit(inline="always", cache=True)
-def q4_1_wide_fin(st, j):
-    a, b = hsum2(st[0][j])
-    return a + lane16(st[1], j), b + lane16(st[2], j)
 
 
 # Q4_K, ROWS activation rows per super-block. Each 64 elements' integer lanes, weighted

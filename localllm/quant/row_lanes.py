@@ -6,6 +6,8 @@ order:
     i   = exact integer dot of the stored codes with the activation codes,
           less c * (the activation block's code sum)      (c: the format's offset)
     acc = fma(d_w[r, b] * d_x[m, b], float(i), acc)
+    acc = fma(m_w[r, b], s_x[m, b], acc)        (Q4_1 only: its min m_w times the
+                                                 activation block's d_x * code sum)
 one float step per block and output, the same whichever loop below computes it
 and whichever path (avx2, avx512) runs it: a row's result never depends on M,
 on the tiling or on the other rows (DEVELOPERS.md, "one arithmetic per row").
@@ -22,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from localllm.quant.gemm_tiles import M_CHUNK
-from localllm.quant.simd_rows16 import GROUP, fload, fstore, fzero, row_step, store_lanes
+from localllm.quant.simd_rows16 import GROUP, fload, fstore, fzero, row_fma, row_step, store_lanes
 from localllm.quant.simd_x86 import prefetch
 
 # Items of fewer rows than this keep their accumulators in registers and ask for the
@@ -44,6 +46,18 @@ def _prefetch_next(flat, r, b, units, ub):
 
 
 @njit(inline="always", cache=True)
+def scale_step(acc, w, isum, c, xd, xm, xs, m, b):
+    """The float step of a format with one scale per block (w[-1]) and codes offset by c."""
+    return row_step(acc, isum, c * xs[m, b], w[-1], xd[m, b])
+
+
+@njit(inline="always", cache=True)
+def scale_min_step(acc, w, isum, c, xd, xm, xs, m, b):
+    """Q4_1's float step: w ends in (scales, mins); an element is d * code + m."""
+    return row_fma(row_step(acc, isum, 0, w[-2], xd[m, b]), w[-1], xm[m, b])
+
+
+@njit(inline="always", cache=True)
 def group_range(n_rows, n_tiles, t):
     """Rows [r0, r1) of row tile t: whole 16-row groups (the last one may be short)."""
     groups = (n_rows + GROUP - 1) // GROUP
@@ -52,10 +66,10 @@ def group_range(n_rows, n_tiles, t):
 
 
 @njit(inline="always", cache=True)
-def _chunk_rows(fmt, flat, units, ub, raw, xq, xd, xs, out, acc, r, m0, m1):
+def _chunk_rows(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, acc, r, m0, m1):
     """Rows [m0, m1) of group r with their accumulators in acc ((m1 - m0) * 16): each
     weight block is decoded once for all of them."""
-    group, dot, c = fmt
+    group, dot, c, step = fmt
     for m in range(m0, m1):
         fstore(acc, (m - m0) * GROUP, fzero())
     for b in range(units):
@@ -63,24 +77,24 @@ def _chunk_rows(fmt, flat, units, ub, raw, xq, xd, xs, out, acc, r, m0, m1):
         w = group(raw, r, b)
         for m in range(m0, m1):
             i = (m - m0) * GROUP
-            fstore(acc, i, row_step(fload(acc, i), dot(w, xq[m], b * 32), c * xs[m, b], w[-1], xd[m, b]))
+            fstore(acc, i, step(fload(acc, i), w, dot(w, xq[m], b * 32), c, xd, xm, xs, m, b))
     for m in range(m0, m1):
         store_lanes(out, m, r, fload(acc, (m - m0) * GROUP))
 
 
 @njit(inline="always", cache=True)
-def _four_rows(fmt, flat, units, ub, raw, xq, xd, xs, out, r, m):
+def _four_rows(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, r, m):
     """Rows m .. m+3 of group r, accumulators in registers."""
-    group, dot, c = fmt
+    group, dot, c, step = fmt
     a0, a1, a2, a3 = fzero(), fzero(), fzero(), fzero()
     for b in range(units):
         _prefetch_next(flat, r, b, units, ub)
         w = group(raw, r, b)
         o = b * 32
-        a0 = row_step(a0, dot(w, xq[m], o), c * xs[m, b], w[-1], xd[m, b])
-        a1 = row_step(a1, dot(w, xq[m + 1], o), c * xs[m + 1, b], w[-1], xd[m + 1, b])
-        a2 = row_step(a2, dot(w, xq[m + 2], o), c * xs[m + 2, b], w[-1], xd[m + 2, b])
-        a3 = row_step(a3, dot(w, xq[m + 3], o), c * xs[m + 3, b], w[-1], xd[m + 3, b])
+        a0 = step(a0, w, dot(w, xq[m], o), c, xd, xm, xs, m, b)
+        a1 = step(a1, w, dot(w, xq[m + 1], o), c, xd, xm, xs, m + 1, b)
+        a2 = step(a2, w, dot(w, xq[m + 2], o), c, xd, xm, xs, m + 2, b)
+        a3 = step(a3, w, dot(w, xq[m + 3], o), c, xd, xm, xs, m + 3, b)
     store_lanes(out, m, r, a0)
     store_lanes(out, m + 1, r, a1)
     store_lanes(out, m + 2, r, a2)
@@ -88,21 +102,22 @@ def _four_rows(fmt, flat, units, ub, raw, xq, xd, xs, out, r, m):
 
 
 @njit(inline="always", cache=True)
-def _one_row(fmt, flat, units, ub, raw, xq, xd, xs, out, r, m):
-    group, dot, c = fmt
+def _one_row(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, r, m):
+    group, dot, c, step = fmt
     a = fzero()
     for b in range(units):
         _prefetch_next(flat, r, b, units, ub)
         w = group(raw, r, b)
-        a = row_step(a, dot(w, xq[m], b * 32), c * xs[m, b], w[-1], xd[m, b])
+        a = step(a, w, dot(w, xq[m], b * 32), c, xd, xm, xs, m, b)
     store_lanes(out, m, r, a)
 
 
 @njit(inline="always", cache=True)
-def lanes_item(fmt, raw, xq, xd, xs, out, n_rtiles, item):
-    """Work item `item` of a row-lane matmul. fmt = (group, dot, c): group(raw, r, b) gives
-    block b of rows r .. r+15 (a tuple whose last element is the 16 weight scales),
-    dot(that tuple, x, off) the 16 integer dots with x[off : off+32], c the codes' offset.
+def lanes_item(fmt, raw, xq, xd, xm, xs, out, n_rtiles, item):
+    """Work item `item` of a row-lane matmul. fmt = (group, dot, c, step): group(raw, r, b)
+    gives block b of rows r .. r+15 (a tuple: the code vectors, then the 16 weight scales
+    and, for Q4_1, the mins), dot(that tuple, x, off) the 16 integer dots with
+    x[off : off+32], c the codes' offset, step the float step (scale_step, scale_min_step).
 
     Call it from a plain @njit function per format, itself called from the prange loop
     (gemm_tiles.tile_item says why)."""
@@ -116,11 +131,11 @@ def lanes_item(fmt, raw, xq, xd, xs, out, n_rtiles, item):
     if m1 - m0 >= SCRATCH_ROWS:
         acc = np.empty((m1 - m0) * GROUP, np.float32)  # (rows, 16) accumulators
         for r in range(r0, r1, GROUP):
-            _chunk_rows(fmt, flat, units, ub, raw, xq, xd, xs, out, acc, r, m0, m1)
+            _chunk_rows(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, acc, r, m0, m1)
     else:
         m4 = m0 + (m1 - m0) // 4 * 4
         for r in range(r0, r1, GROUP):
             for m in range(m0, m4, 4):
-                _four_rows(fmt, flat, units, ub, raw, xq, xd, xs, out, r, m)
+                _four_rows(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, r, m)
             for m in range(m4, m1):
-                _one_row(fmt, flat, units, ub, raw, xq, xd, xs, out, r, m)
+                _one_row(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, r, m)

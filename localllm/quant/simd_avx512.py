@@ -90,37 +90,6 @@ def load32x2(typingctx, ra, oa, rb, ob):
     return i8x64(ra, oa, rb, ob), codegen
 
 
-@intrinsic
-def nibbles32x2(typingctx, ra, oa, rb, ob):
-    """16 packed bytes of each row -> 32 codes each (low nibbles, then high: ggml's order)."""
-    if not (_bytes(ra) and _bytes(rb)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = _load_pair(context, builder, sig, args, _B16)  # <32 x i8>: a's bytes, b's bytes
-        # a | a | b | b, then each second 128-bit quarter shifted right by 4 (one variable
-        # 16-bit shift) and all masked: a_lo, a_hi, b_lo, b_hi in three instructions
-        v = builder.shuffle_vector(v, v, _idx(list(range(16)) * 2 + list(range(16, 32)) * 2))
-        shift = ir.Constant(_W32, ([0] * 8 + [4] * 8) * 2)
-        v = builder.bitcast(builder.lshr(builder.bitcast(v, _W32), shift), _B64)
-        return builder.and_(v, _splat(_B64, 0x0F))
-
-    return i8x64(ra, oa, rb, ob), codegen
-
-
-@intrinsic
-def bcast32(typingctx, x, off):
-    """x[off:off+32] in both halves (one activation block for two weight rows)."""
-    if not _bytes(x):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = _load(builder, _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1]), _B32)
-        return _cat(builder, v, v)
-
-    return i8x64(x, off), codegen
-
-
 # ---- byte arithmetic -------------------------------------------------------------
 
 
@@ -189,18 +158,6 @@ def scale_pairs(typingctx, sc, j):
 def _dpbusd(builder, acc, u, s):
     return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _D16,
                  [acc, builder.bitcast(u, _D16), builder.bitcast(s, _D16)])
-
-
-@intrinsic
-def dpbusd(typingctx, acc, u, s):
-    """acc + per int32 lane the sum of 4 products u (unsigned bytes) x s (signed bytes)."""
-    if acc != i32x16 or u != i8x64 or s != i8x64:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _dpbusd(builder, *args)
-
-    return i32x16(acc, u, s), codegen
 
 
 @intrinsic
@@ -290,18 +247,6 @@ def load16(typingctx, arr, idx):
         return _load(builder, _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1]), llty)
 
     return vty(arr, idx), codegen
-
-
-@intrinsic
-def fma_sv(typingctx, acc, s, v):
-    """acc + s * v lane-wise and fused, s a float32 scalar (each lane: fma32(s, v_i, acc_i))."""
-    if acc != f32x16 or v != f32x16 or s != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _call(builder, "llvm.fma.v16f32", _F16, [_bcast(builder, _F16, args[1]), args[2], args[0]])
-
-    return f32x16(acc, s, v), codegen
 
 
 @intrinsic
@@ -400,34 +345,6 @@ def _is_vec_tuple(t, vty, n=_NW):
 
 def _f32_array(t):
     return isinstance(t, types.Array) and t.ndim == 1 and t.dtype == types.float32
-
-
-@intrinsic
-def rows_dot(typingctx, st, bias, w, dw, xs, ds, k, weights_unsigned):
-    """Sixteen rows' block step of the legacy formats: row i (scratch index k + i) gets
-    fma16(st[i], fmul_s(dw, ds[k + i]), lanes), its lanes dpbusd(bias, x, w) for signed
-    weights w against codes stored as x ^ 0x80, or dpbusd(bias, w, x) when the weights
-    are unsigned and the codes signed (weights_unsigned, a literal bool)."""
-    if not (_is_vec_tuple(st, f32x16) and bias == i32x16 and w == i8x64 and dw == f32x16 and _bytes(xs)
-            and _f32_array(ds) and isinstance(k, types.Integer)):
-        return None
-    if not isinstance(weights_unsigned, types.BooleanLiteral):
-        return None
-    unsigned = weights_unsigned.literal_value
-
-    def codegen(context, builder, sig, args):
-        st_v, bias_v, w_v, dw_v, xs_v, ds_v, k_v, _ = args
-        k_v = _intp(context, builder, sig.args[6], k_v)
-        out = []
-        for i in range(_NW):
-            x = _cat(builder, *[builder.load(_elem(context, builder, sig.args[4], xs_v, _row_off(builder, k_v, i, 32),
-                                                   _B32), align=1)] * 2)
-            lanes = _dpbusd(builder, bias_v, w_v, x) if unsigned else _dpbusd(builder, bias_v, x, w_v)
-            d = _load_at(context, builder, sig.args[5], ds_v, k_v, i, _f32)
-            out.append(_scaled_fma(builder, builder.extract_value(st_v, i), lanes, dw_v, d))
-        return context.make_tuple(builder, sig.return_type, out)
-
-    return st(st, bias, w, dw, xs, ds, k, weights_unsigned), codegen
 
 
 def _madd(builder, acc, u, s, ps, sc):

@@ -10,8 +10,8 @@ vpdpbusd multiplies 4 codes of each of 16 rows by the same 4 activation codes
 The weights stay in their GGUF layout (zero copy): a group's block is 16 separate
 16-byte loads of its codes, transposed in registers so that vector j holds dword j of
 every row, and 16 more of its first bytes (scale, Q5_0's fifth bits) transposed the
-same way. Formats: Q4_0 (codes 0..15, offset 8), Q5_0 (codes 0..31, offset 16),
-Q8_0 (signed codes; see Q8_0_OFFSET).
+same way. Formats: Q4_0 (codes 0..15, offset 8), Q4_1 (codes 0..15 and a min),
+Q5_0 (codes 0..31, offset 16), Q8_0 (signed codes; see Q8_0_OFFSET).
 On the avx2 path the same 16-lane vectors are split by LLVM into two 256-bit halves
 and the dot products use vpmaddubsw + vpmaddwd; integers are exact either way, so
 both paths give the same bits.
@@ -113,14 +113,16 @@ def _fifth_bits(builder, qh, first):
     return builder.select(hit, _splat(_B64, 0x10), _splat(_B64, 0))
 
 
-# A 32-block of 16 rows: 8 code vectors (lane i: four codes of row r + i), then the scales.
+# A 32-block of 16 rows: 8 code vectors (lane i: four codes of row r + i), then the scales
+# (and for Q4_1 the mins).
 _GROUP32 = types.Tuple([i8x64] * 8 + [f32x16])
+_GROUP32_MIN = types.Tuple([i8x64] * 8 + [f32x16, f32x16])
 
 
-def _group_intrinsic(block_bytes, decode, doc):
+def _group_intrinsic(block_bytes, decode, doc, ret=_GROUP32):
     """The intrinsic group(raw, r, b) of a 32-block format of block_bytes bytes: block b of
-    rows r .. r+15 of raw (N, row_bytes) uint8 as a _GROUP32. decode(builder, ptrs) turns
-    the 16 rows' block pointers into the 8 code vectors and the scales."""
+    rows r .. r+15 of raw (N, row_bytes) uint8 as a `ret` tuple. decode(builder, ptrs) turns
+    the 16 rows' block pointers into the 8 code vectors and the per-row floats."""
 
     @intrinsic
     def group(typingctx, raw, r, b):
@@ -133,7 +135,7 @@ def _group_intrinsic(block_bytes, decode, doc):
             ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, off)
             return context.make_tuple(builder, sig.return_type, decode(builder, ptrs))
 
-        return _GROUP32(raw, r, b), codegen
+        return ret(raw, r, b), codegen
 
     group.__doc__ = doc
     return group
@@ -144,13 +146,19 @@ def _loads(builder, ptrs, at):
     return [_load(builder, builder.gep(p, [ir.Constant(_i32, at)]), _B16) for p in ptrs]
 
 
-def _q4_0_decode(builder, ptrs):  # d f16 | 16 B nibbles
+def _nibble_codes(builder, ptrs, at):
+    """The 8 code vectors of 16 nibble bytes at byte `at` of each row's block: the low
+    nibbles (codes 0..15 of the block) in vectors 0-3, the high ones (16..31) in 4-7."""
     lo, hi = [], []
-    for t in _transpose16(builder, _loads(builder, ptrs, 2)):
+    for t in _transpose16(builder, _loads(builder, ptrs, at)):
         a, b = _nibbles(builder, t)
         lo.append(a)
         hi.append(b)
-    return lo + hi + [_f16_low(builder, _head_dwords(builder, ptrs)[0])]
+    return lo + hi
+
+
+def _q4_0_decode(builder, ptrs):  # d f16 | 16 B nibbles
+    return _nibble_codes(builder, ptrs, 2) + [_f16_low(builder, _head_dwords(builder, ptrs)[0])]
 
 
 q4_0_group = _group_intrinsic(18, _q4_0_decode, """Block b of rows r .. r+15 of a Q4_0 matrix:
@@ -200,12 +208,12 @@ def _dot_groups(builder, codes, xs, top, signed):
 
 def _block_dot(top, doc, signed=False):
     """The intrinsic dot(w, x, off) of a format whose codes run 0..top (signed: -top..top):
-    per lane (weight row) the integer dot of a _GROUP32's codes with x[off : off+32]
+    per lane (weight row) the integer dot of a group's codes with x[off : off+32]
     (1-D int8)."""
 
     @intrinsic
     def dot(typingctx, w, x, off):
-        if w != _GROUP32 or not (isinstance(x, types.Array) and x.ndim == 1 and x.dtype == types.int8):
+        if w not in (_GROUP32, _GROUP32_MIN) or not (isinstance(x, types.Array) and x.ndim == 1 and x.dtype == types.int8):
             return None
 
         def codegen(context, builder, sig, args):
@@ -220,7 +228,17 @@ def _block_dot(top, doc, signed=False):
     return dot
 
 
-q4_0_dot = _block_dot(15, "Q4_0's 16 integer dots of a q4_0_group with x[off : off+32].")
+q4_0_dot = _block_dot(15, "Q4_0's (and Q4_1's) 16 integer dots of a q4_0_group with x[off : off+32].")
+
+
+def _q4_1_decode(builder, ptrs):  # d f16 | m f16 | 16 B nibbles
+    h0 = _head_dwords(builder, ptrs)[0]
+    return _nibble_codes(builder, ptrs, 4) + [_f16_low(builder, h0), _f16_low(builder, builder.lshr(h0, _splat(_D16, 16)))]
+
+
+q4_1_group = _group_intrinsic(20, _q4_1_decode, """Block b of rows r .. r+15 of a Q4_1 matrix:
+    (lo_0..lo_3, hi_0..hi_3, scales, mins), the codes as q4_0_group gives them (0..15, no
+    offset: an element is d * code + m).""", _GROUP32_MIN)
 
 
 def _q5_0_decode(builder, ptrs):  # d f16 | qh u32 | 16 B nibbles
@@ -280,6 +298,19 @@ def row_step(typingctx, acc, isum, bias, dw, dx):
         return _call(builder, "llvm.fma.v16f32", _F16, [s, f, args[0]])
 
     return f32x16(acc, isum, bias, dw, dx), codegen
+
+
+@intrinsic
+def row_fma(typingctx, acc, a, b):
+    """acc + a * b, lane-wise, b a scalar (Q4_1's min step: the mins times d_x * sum x)."""
+    if acc != f32x16 or a != f32x16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        b = context.cast(builder, args[2], sig.args[2], types.float32)
+        return _call(builder, "llvm.fma.v16f32", _F16, [args[1], _bcast(builder, _F16, b), args[0]])
+
+    return f32x16(acc, a, b), codegen
 
 
 @intrinsic

@@ -98,22 +98,6 @@ def load32(typingctx, arr, off):
 
 
 @intrinsic
-def load_nibbles(typingctx, arr, off):
-    """16 packed bytes -> 32 codes: low nibbles first, then high nibbles (ggml's order)."""
-    if not _is_byte_array(arr):
-        return None
-
-    def codegen(context, builder, sig, args):
-        p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-        v = builder.load(builder.bitcast(p, _V8x16.as_pointer()), align=1, typ=_V8x16)
-        lo = builder.and_(v, _splat(_V8x16, 0x0F))
-        hi = builder.lshr(v, _splat(_V8x16, 4))
-        return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_i32, 32), list(range(32))))
-
-    return i8x32(arr, off), codegen
-
-
-@intrinsic
 def load_u16(typingctx, arr, off):
     """Little-endian uint16 at arr[off] (f16 scales)."""
     if not _is_byte_array(arr):

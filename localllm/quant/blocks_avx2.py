@@ -31,21 +31,12 @@ from localllm.quant.f16 import f16_to_f32
 from localllm.quant.simd_x86 import (
     dot_ss16,
     dot_us,
-    dot_us_scaled,
     fma_acc,
-    fma_lanes,
-    fpair4,
-    fsub_lanes,
     fzero,
     hsum,
-    hsum_rows8,
     iadd,
-    ihsum4,
-    imul,
-    iset8,
     izero,
     load32,
-    load_i32x8,
     load_u16,
     v_and,
     v_or,
@@ -81,129 +72,6 @@ def vec_fin(st):
 
 # ---- K-quants: integer lanes per super-block, then one float step ------------
 # Activations are Q8_K, so s holds the super-block scale repeated over its 8 groups.
-
-# Q4_K: d, dmin f16 | 12 B scales/mins | 128 B nibbles. Scaled lanes of each 64 elements
-# are exact integers and meet their float scale once, in order (llama.cpp's repacked Q4_K
-# gemm order; its gemv folds whole super-blocks instead, and on Gemma 3 the 64-element
-# order keeps every clear argmax of the reference, the super-block order lost one). The
-# min term is an exact integer per super-block, scaled once by dmin * d_x; out = acc - accm.
-
-
-@njit(inline="always", cache=True)
-def kq_scalar_init():
-    return np.float32(0.0), np.float32(0.0), np.float32(0.0), np.float32(0.0)
-
-
-@njit(inline="always", cache=True)
-def _q4_k_weights(row, o):
-    """A super-block's 8 (scale, min) pairs and its 8 nibble vectors (groups 0..7)."""
-    sm = (scale_min_k4(row, o + 4, 0), scale_min_k4(row, o + 4, 1), scale_min_k4(row, o + 4, 2),
-          scale_min_k4(row, o + 4, 3), scale_min_k4(row, o + 4, 4), scale_min_k4(row, o + 4, 5),
-          scale_min_k4(row, o + 4, 6), scale_min_k4(row, o + 4, 7))
-    q0, q1, q2, q3 = load32(row, o + 16), load32(row, o + 48), load32(row, o + 80), load32(row, o + 112)
-    nib = (v_and(q0, 0xF), v_shr(q0, 4), v_and(q1, 0xF), v_shr(q1, 4),
-           v_and(q2, 0xF), v_shr(q2, 4), v_and(q3, 0xF), v_shr(q3, 4))
-    return sm, nib
-
-
-@njit(inline="always", cache=True)
-def _q4_k_lanes(sm, nib, j, x, e):
-    """Integer lanes of groups j, j + 1 (64 elements from x[e]), each weighted by its scale."""
-    return iadd(dot_us_scaled(nib[j], load32(x, e), sm[j][0]),
-                dot_us_scaled(nib[j + 1], load32(x, e + 32), sm[j + 1][0]))
-
-
-@njit(inline="always", cache=True)
-def _q4_k_imin(sm, gs, g):
-    """The super-block's exact min term: sum over its 8 groups of min * code sum."""
-    return (np.int32(sm[0][1]) * gs[g] + np.int32(sm[1][1]) * gs[g + 1] + np.int32(sm[2][1]) * gs[g + 2]
-            + np.int32(sm[3][1]) * gs[g + 3] + np.int32(sm[4][1]) * gs[g + 4] + np.int32(sm[5][1]) * gs[g + 5]
-            + np.int32(sm[6][1]) * gs[g + 6] + np.int32(sm[7][1]) * gs[g + 7])
-
-
-@njit(inline="always", cache=True)
-def _q4_k(acc, accm, row, sb, x, s, gs):
-    """One weight row's super-block sb against one activation row: four float steps of
-    64 elements each, then the min term's one."""
-    o = sb * 144
-    sm, nib = _q4_k_weights(row, o)
-    dx = s[8 * sb]
-    dd, dm = _half(row, o) * dx, _half(row, o + 2) * dx
-    e = 256 * sb
-    s0, s1, s2, s3 = ihsum4(_q4_k_lanes(sm, nib, 0, x, e), _q4_k_lanes(sm, nib, 2, x, e + 64),
-                            _q4_k_lanes(sm, nib, 4, x, e + 128), _q4_k_lanes(sm, nib, 6, x, e + 192))
-    acc = fma32(np.float32(s0), dd, acc)
-    acc = fma32(np.float32(s1), dd, acc)
-    acc = fma32(np.float32(s2), dd, acc)
-    acc = fma32(np.float32(s3), dd, acc)
-    return acc, fma32(np.float32(_q4_k_imin(sm, gs, 8 * sb)), dm, accm)
-
-
-@njit(inline="always", cache=True)
-def q4_k_step(st, ra, rb, sb, x, s, sm, gs):
-    a0, m0 = _q4_k(st[0], st[1], ra, sb, x, s, gs)
-    a1, m1 = _q4_k(st[2], st[3], rb, sb, x, s, gs)
-    return a0, m0, a1, m1
-
-
-# Four activation rows at once: the 8 elements (rows a, b x activation rows 0..3) sit in
-# the lanes of one accumulator pair (simd_x86's eight-lane layout), so each 64-element
-# step is one lane-wise fused multiply-add instead of eight scalar ones, with the same
-# integers, scales and order per element as q4_k_step.
-
-
-@njit(inline="always", cache=True)
-def q4_k_init4(init):
-    return fzero(), fzero()
-
-
-@njit(inline="always", cache=True)
-def _q4_k_group4(acc, dd, wa, wb, j, a0, a1, a2, a3, e):
-    """Groups j, j + 1 of weight rows a and b (decoded: wa, wb) against the four activation rows."""
-    sa, na = wa
-    sb, nb = wb
-    lanes = hsum_rows8(_q4_k_lanes(sa, na, j, a0[0], e), _q4_k_lanes(sa, na, j, a1[0], e),
-                       _q4_k_lanes(sa, na, j, a2[0], e), _q4_k_lanes(sa, na, j, a3[0], e),
-                       _q4_k_lanes(sb, nb, j, a0[0], e), _q4_k_lanes(sb, nb, j, a1[0], e),
-                       _q4_k_lanes(sb, nb, j, a2[0], e), _q4_k_lanes(sb, nb, j, a3[0], e))
-    return fma_lanes(acc, lanes, dd)
-
-
-@njit(inline="always", cache=True)
-def _mins8(sm):
-    return iset8(sm[0][1], sm[1][1], sm[2][1], sm[3][1], sm[4][1], sm[5][1], sm[6][1], sm[7][1])
-
-
-@njit(inline="always", cache=True)
-def q4_k_step4(step, st4, ra, rb, u, a0, a1, a2, a3):
-    """gemm_tiles' four-row step for Q4_K, super-block u (`step` unused)."""
-    acc, accm = st4
-    o, g, e = u * 144, 8 * u, 256 * u
-    wa, wb = _q4_k_weights(ra, o), _q4_k_weights(rb, o)
-    x0, x1, x2, x3 = a0[1][g], a1[1][g], a2[1][g], a3[1][g]  # the activation rows' scales
-    dd = fpair4(_half(ra, o), _half(rb, o), x0, x1, x2, x3)
-    dm = fpair4(_half(ra, o + 2), _half(rb, o + 2), x0, x1, x2, x3)
-    acc = _q4_k_group4(acc, dd, wa, wb, 0, a0, a1, a2, a3, e)
-    acc = _q4_k_group4(acc, dd, wa, wb, 2, a0, a1, a2, a3, e + 64)
-    acc = _q4_k_group4(acc, dd, wa, wb, 4, a0, a1, a2, a3, e + 128)
-    acc = _q4_k_group4(acc, dd, wa, wb, 6, a0, a1, a2, a3, e + 192)
-    ma, mb = _mins8(wa[0]), _mins8(wb[0])
-    g0, g1, g2, g3 = load_i32x8(a0[3], g), load_i32x8(a1[3], g), load_i32x8(a2[3], g), load_i32x8(a3[3], g)
-    imin = hsum_rows8(imul(ma, g0), imul(ma, g1), imul(ma, g2), imul(ma, g3),
-                      imul(mb, g0), imul(mb, g1), imul(mb, g2), imul(mb, g3))
-    return acc, fma_lanes(accm, imin, dm)
-
-
-@njit(inline="always", cache=True)
-def q4_k_fin4(fin, st4):
-    o = fsub_lanes(st4[0], st4[1])
-    return (o[0], o[4]), (o[1], o[5]), (o[2], o[6]), (o[3], o[7])
-
-
-@njit(inline="always", cache=True)
-def kq_scalar_fin(st):
-    return st[0] - st[1], st[2] - st[3]
-
 
 # Q5_K: d, dmin f16 | 12 B scales/mins | 32 B high bits | 128 B nibbles. Two 8-lane
 # accumulators (even and odd groups), a fused multiply-add per group by d * sc * d_x;

@@ -17,8 +17,6 @@ from numba import njit
 
 from localllm.quant.blocks_avx2 import _half
 from localllm.quant.simd_avx512 import (
-    fma16,
-    fmul_s,
     fzero16,
     halves_f32,
     hsum2,
@@ -30,15 +28,9 @@ from localllm.quant.simd_avx512 import (
     w_shlc,
     scales16x2,
     scale_pairs,
-    load16,
-    lane16,
-    halves_i16,
-    imul_add,
     rows_madd,
     rows_scale,
-    rows_pair_sums,
 )
-from localllm.quant.blocks_avx2 import scale_min_k4
 
 
 @njit(inline="always", cache=True)
@@ -138,60 +130,3 @@ def q6_k_wide_step(codes, st, ra, rb, sb, acts, n, i0):
         isum = rows_madd(isum, codes(ql1, qh, 3), scale_pairs(sc, 4 * h + 3), xk, xp, (g + 3) * n + i0)
     dw = halves_f32(_half(ra, o + 208), _half(rb, o + 208))
     return rows_scale(st, isum, dw, ds, 8 * sb * n + i0)  # the super-block's scale, repeated over its blocks
-
-
-# Q4_K, ROWS activation rows per super-block. Each 64 elements' integer lanes, weighted
-# by the 6-bit scales, are summed per (weight row, activation row) by rows_pair_sums
-# into two vectors whose lanes are the ROWS rows: then every element's float step is
-# one lane of a vector fused multiply-add, in blocks_avx2._q4_k's order, and so is the
-# min term. State: (acc_a, acc_b, min_a, min_b), lanes = activation rows.
-
-
-@njit(inline="always", cache=True)
-def wide_acts_q4_k(xq, xd, xm, xs, m0, n):
-    """Q4_K's scratch of rows m0 .. m0+n-1, block-major: codes, scales, code sums."""
-    return block_major(xq, m0, n, 32), block_major(xd, m0, n, 1), block_major(xs, m0, n, 1)
-
-
-@njit(inline="always", cache=True)
-def wide_init_q4_k():
-    z = fzero16()
-    return z, z, z, z
-
-
-@njit(inline="always", cache=True)
-def q4_k_nibbles(ra, rb, o, p):
-    """Codes of groups 2p and 2p + 1 of both rows (super-block at byte o)."""
-    q = load32x2(ra, o + 16 + 32 * p, rb, o + 16 + 32 * p)
-    return w_andc(q, 0xF), w_shrc(q, 4)
-
-
-@njit(inline="always", cache=True)
-def q4_k_wide_step(nibbles, st, ra, rb, sb, acts, n, i0):
-    """Super-block sb for ROWS activation rows from scratch row i0 (wide_acts_q4_k's acts)."""
-    xk, ds, gsw = acts
-    acc_a, acc_b, min_a, min_b = st
-    o = sb * 144  # d, dmin f16 | 12 B scales/mins | 128 B nibbles
-    dx = load16(ds, 8 * sb * n + i0)  # the rows' super-block scales
-    dd_a, dd_b = fmul_s(dx, _half(ra, o)), fmul_s(dx, _half(rb, o))
-    imin_a, imin_b = izero16(), izero16()  # exact integers: the groups' order is free
-    for p in range(4):
-        w0, w1 = nibbles(ra, rb, o, p)
-        k0, k1 = (8 * sb + 2 * p) * n + i0, (8 * sb + 2 * p + 1) * n + i0  # groups 2p, 2p + 1
-        sa0, ma0 = scale_min_k4(ra, o + 4, 2 * p)
-        sa1, ma1 = scale_min_k4(ra, o + 4, 2 * p + 1)
-        sb0, mb0 = scale_min_k4(rb, o + 4, 2 * p)
-        sb1, mb1 = scale_min_k4(rb, o + 4, 2 * p + 1)
-        sums_a, sums_b = rows_pair_sums(w0, w1, halves_i16(sa0, sb0), halves_i16(sa1, sb1), xk, k0, k1)
-        acc_a, acc_b = fma16(acc_a, dd_a, sums_a), fma16(acc_b, dd_b, sums_b)
-        g0, g1 = load16(gsw, k0), load16(gsw, k1)  # the rows' code sums of the two groups
-        imin_a = imul_add(imul_add(imin_a, g0, ma0), g1, ma1)
-        imin_b = imul_add(imul_add(imin_b, g0, mb0), g1, mb1)
-    min_a = fma16(min_a, fmul_s(dx, _half(ra, o + 2)), imin_a)
-    min_b = fma16(min_b, fmul_s(dx, _half(rb, o + 2)), imin_b)
-    return acc_a, acc_b, min_a, min_b
-
-
-@njit(inline="always", cache=True)
-def q4_k_wide_fin(st, j):
-    return lane16(st[0], j) - lane16(st[2], j), lane16(st[1], j) - lane16(st[3], j)

@@ -4,7 +4,7 @@ Every kernel has one signature (one specialization each):
     raw (N, row_bytes) uint8 readonly; xq (M, K) int8; xd, xm (M, K/32) f32;
     xs (M, K/32) int32 (q8act's layout); out (M, N) f32; n_rtiles: row tiles.
 Two arithmetics, one per format, each the same for every M and on both paths:
-  * Q4_0, Q4_1, Q5_0 and Q8_0: the row-lane arithmetic (row_lanes, simd_rows16): one exact integer dot
+  * Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K: the row-lane arithmetic (row_lanes, simd_rows16): one exact integer dot
     and one float step per block and output, 16 weight rows per vector;
   * the other formats: the block arithmetic from blocks_avx512 on the avx512 path,
     for the formats it covers, and from blocks_avx2 otherwise; gemm_tiles does the
@@ -24,9 +24,9 @@ from numba import njit, prange
 from localllm.isa import KERNEL_PATH
 from localllm.quant import blocks_avx2 as B2
 from localllm.quant.gemm_tiles import four_fins, four_inits, four_steps, n_items, tile_item, tile_wide
-from localllm.quant.row_lanes import lanes_item, scale_min_step, scale_step
-from localllm.quant.simd_rows16 import (Q8_0_OFFSET, q4_0_dot, q4_0_group, q4_1_group, q5_0_dot, q5_0_group, q8_0_dot,
-                                         q8_0_group)
+from localllm.quant.row_lanes import k4_step, lanes_item, scale_min_step, scale_step
+from localllm.quant.simd_rows16 import (Q8_0_OFFSET, q4_0_dot, q4_0_group, q4_1_group, q4_k_dot, q4_k_group, q5_0_dot,
+                                         q5_0_group, q8_0_dot, q8_0_group)
 
 if KERNEL_PATH == "avx512":
     from localllm.quant import blocks_avx512 as B
@@ -46,7 +46,6 @@ def _fmt(step, init="vec_init", fin="vec_fin", four=None):
     return one + (getattr(mod, four + "_init4"), getattr(mod, four + "_step4"), getattr(mod, four + "_fin4"))
 
 
-_Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4 = _fmt("q4_k_step", "kq_scalar_init", "kq_scalar_fin", "q4_k")
 _Q5_K_I, _Q5_K_S, _Q5_K_F, _Q5_K_I4, _Q5_K_S4, _Q5_K_F4 = _fmt("q5_k_step", "q5_k_init", "q5_k_fin")
 _Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4 = _fmt("q6_k_step")
 
@@ -62,23 +61,12 @@ if KERNEL_PATH == "avx512":
     # Prompt chunks take these formats 16 activation rows per pass (blocks_avx512's wide functions).
 
     @njit(cache=True)
-    def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-        tile_wide(B.q4_k_nibbles, B.ROWS, B.wide_acts_q4_k, B.wide_init_q4_k, B.q4_k_wide_step, B.q4_k_wide_fin,
-                  _Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4,
-                  raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
-
-    @njit(cache=True)
     def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
         tile_wide(B.q6_k_codes, B.ROWS, B.wide_acts_k, B.wide_init, B.q6_k_wide_step, B.wide_fin,
                   _Q6_K_I, _Q6_K_S, _Q6_K_F, _Q6_K_I4, _Q6_K_S4, _Q6_K_F4,
                   raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
 else:
-
-    @njit(cache=True)
-    def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-        tile_item(_Q4_K_I, _Q4_K_S, _Q4_K_F, _Q4_K_I4, _Q4_K_S4, _Q4_K_F4,
-                  raw, xq, xd, xm, xs, out, xd.shape[1] // 8, n_rtiles, it)
 
     @njit(cache=True)
     def _q6_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
@@ -88,22 +76,27 @@ else:
 
 @njit(cache=True)
 def _q4_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    lanes_item((q4_0_group, q4_0_dot, 8, scale_step), raw, xq, xd, xm, xs, out, n_rtiles, it)
+    lanes_item((q4_0_group, q4_0_dot, 8, scale_step, 32), raw, xq, xd, xm, xs, out, n_rtiles, it)
 
 
 @njit(cache=True)
 def _q4_1_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    lanes_item((q4_1_group, q4_0_dot, 0, scale_min_step), raw, xq, xd, xm, xs, out, n_rtiles, it)
+    lanes_item((q4_1_group, q4_0_dot, 0, scale_min_step, 32), raw, xq, xd, xm, xs, out, n_rtiles, it)
 
 
 @njit(cache=True)
 def _q5_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    lanes_item((q5_0_group, q5_0_dot, 16, scale_step), raw, xq, xd, xm, xs, out, n_rtiles, it)
+    lanes_item((q5_0_group, q5_0_dot, 16, scale_step, 32), raw, xq, xd, xm, xs, out, n_rtiles, it)
 
 
 @njit(cache=True)
 def _q8_0_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
-    lanes_item((q8_0_group, q8_0_dot, Q8_0_OFFSET, scale_step), raw, xq, xd, xm, xs, out, n_rtiles, it)
+    lanes_item((q8_0_group, q8_0_dot, Q8_0_OFFSET, scale_step, 32), raw, xq, xd, xm, xs, out, n_rtiles, it)
+
+
+@njit(cache=True)
+def _q4_k_item(raw, xq, xd, xm, xs, out, n_rtiles, it):
+    lanes_item((q4_k_group, q4_k_dot, 0, k4_step, 64), raw, xq, xd, xm, xs, out, n_rtiles, it)
 
 
 @njit(cache=True)

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from localllm.quant.gemm_tiles import M_CHUNK
-from localllm.quant.simd_rows16 import GROUP, fload, fstore, fzero, row_fma, row_step, store_lanes
+from localllm.quant.simd_rows16 import GROUP, fload, fstore, fzero, q4_k_mins, row_fma, row_step, store_lanes
 from localllm.quant.simd_x86 import prefetch
 
 # Items of fewer rows than this keep their accumulators in registers and ask for the
@@ -34,13 +34,13 @@ SCRATCH_ROWS = 8
 
 
 @njit(inline="always", cache=True)
-def _prefetch_next(flat, r, b, units, ub):
+def _prefetch_next(flat, r, b, units, row_bytes):
     """Ask for the 1/units-th part of the next group (rows r+16 .. r+31, contiguous in
-    memory) that matches block b: over a group's blocks the whole next group is asked
+    memory) that matches unit b: over a group's units the whole next group is asked
     for, in memory order. 16 separate rows streamed side by side defeat the hardware
     prefetchers; one sequential walk does not. Past the array's end prefetch is a no-op."""
-    size = GROUP * ub  # bytes of one block of every row of a group = group bytes / units
-    o = (r + GROUP) * ub * units + b * size
+    size = (GROUP * row_bytes + units - 1) // units  # a group's bytes / units
+    o = (r + GROUP) * row_bytes + b * size
     for e in range(0, size, 64):
         prefetch(flat, o + e)
 
@@ -58,6 +58,15 @@ def scale_min_step(acc, w, isum, c, xd, xm, xs, m, b):
 
 
 @njit(inline="always", cache=True)
+def k4_step(acc, w, isum, c, xd, xm, xs, m, u):
+    """Q4_K's float steps for 64-element part u (sub-blocks 2u, 2u+1; the Q8_K scale is
+    repeated per 32): d * d_x * isum, then -dmin * d_x * (its exact min term)."""
+    dx = xd[m, 2 * u]
+    acc = row_step(acc, isum, 0, w[-2], dx)
+    return row_step(acc, q4_k_mins(w, xs[m, 2 * u], xs[m, 2 * u + 1]), 0, w[-1], dx)
+
+
+@njit(inline="always", cache=True)
 def group_range(n_rows, n_tiles, t):
     """Rows [r0, r1) of row tile t: whole 16-row groups (the last one may be short)."""
     groups = (n_rows + GROUP - 1) // GROUP
@@ -66,31 +75,31 @@ def group_range(n_rows, n_tiles, t):
 
 
 @njit(inline="always", cache=True)
-def _chunk_rows(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, acc, r, m0, m1):
+def _chunk_rows(fmt, flat, units, row_bytes, raw, xq, xd, xm, xs, out, acc, r, m0, m1):
     """Rows [m0, m1) of group r with their accumulators in acc ((m1 - m0) * 16): each
     weight block is decoded once for all of them."""
-    group, dot, c, step = fmt
+    group, dot, c, step, per = fmt
     for m in range(m0, m1):
         fstore(acc, (m - m0) * GROUP, fzero())
     for b in range(units):
-        _prefetch_next(flat, r, b, units, ub)
+        _prefetch_next(flat, r, b, units, row_bytes)
         w = group(raw, r, b)
         for m in range(m0, m1):
             i = (m - m0) * GROUP
-            fstore(acc, i, step(fload(acc, i), w, dot(w, xq[m], b * 32), c, xd, xm, xs, m, b))
+            fstore(acc, i, step(fload(acc, i), w, dot(w, xq[m], b * per), c, xd, xm, xs, m, b))
     for m in range(m0, m1):
         store_lanes(out, m, r, fload(acc, (m - m0) * GROUP))
 
 
 @njit(inline="always", cache=True)
-def _four_rows(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, r, m):
+def _four_rows(fmt, flat, units, row_bytes, raw, xq, xd, xm, xs, out, r, m):
     """Rows m .. m+3 of group r, accumulators in registers."""
-    group, dot, c, step = fmt
+    group, dot, c, step, per = fmt
     a0, a1, a2, a3 = fzero(), fzero(), fzero(), fzero()
     for b in range(units):
-        _prefetch_next(flat, r, b, units, ub)
+        _prefetch_next(flat, r, b, units, row_bytes)
         w = group(raw, r, b)
-        o = b * 32
+        o = b * per
         a0 = step(a0, w, dot(w, xq[m], o), c, xd, xm, xs, m, b)
         a1 = step(a1, w, dot(w, xq[m + 1], o), c, xd, xm, xs, m + 1, b)
         a2 = step(a2, w, dot(w, xq[m + 2], o), c, xd, xm, xs, m + 2, b)
@@ -102,22 +111,23 @@ def _four_rows(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, r, m):
 
 
 @njit(inline="always", cache=True)
-def _one_row(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, r, m):
-    group, dot, c, step = fmt
+def _one_row(fmt, flat, units, row_bytes, raw, xq, xd, xm, xs, out, r, m):
+    group, dot, c, step, per = fmt
     a = fzero()
     for b in range(units):
-        _prefetch_next(flat, r, b, units, ub)
+        _prefetch_next(flat, r, b, units, row_bytes)
         w = group(raw, r, b)
-        a = step(a, w, dot(w, xq[m], b * 32), c, xd, xm, xs, m, b)
+        a = step(a, w, dot(w, xq[m], b * per), c, xd, xm, xs, m, b)
     store_lanes(out, m, r, a)
 
 
 @njit(inline="always", cache=True)
 def lanes_item(fmt, raw, xq, xd, xm, xs, out, n_rtiles, item):
-    """Work item `item` of a row-lane matmul. fmt = (group, dot, c, step): group(raw, r, b)
-    gives block b of rows r .. r+15 (a tuple: the code vectors, then the 16 weight scales
-    and, for Q4_1, the mins), dot(that tuple, x, off) the 16 integer dots with
-    x[off : off+32], c the codes' offset, step the float step (scale_step, scale_min_step).
+    """Work item `item` of a row-lane matmul. fmt = (group, dot, c, step, per): group(raw, r, b)
+    gives unit b (per elements: a 32-block, or a Q4_K part of 64) of rows r .. r+15 (a
+    tuple: the code vectors, then the per-row numbers the float step needs), dot(that
+    tuple, x, off) the 16 integer dots with x[off : off+per], c the codes' offset, step
+    the float step (scale_step, scale_min_step, k4_step).
 
     Call it from a plain @njit function per format, itself called from the prange loop
     (gemm_tiles.tile_item says why)."""
@@ -125,17 +135,18 @@ def lanes_item(fmt, raw, xq, xd, xm, xs, out, n_rtiles, item):
     mc, rt = item // n_rtiles, item % n_rtiles
     r0, r1 = group_range(raw.shape[0], n_rtiles, rt)
     m0, m1 = mc * M_CHUNK, min(M, (mc + 1) * M_CHUNK)
-    units = xd.shape[1]  # 32-element blocks per row
-    ub = raw.shape[1] // units  # bytes per block
+    group, dot, c, step, per = fmt
+    units = xq.shape[1] // per  # units (blocks, or Q4_K's 64-element parts) per row
+    row_bytes = raw.shape[1]
     flat = raw.reshape(raw.shape[0] * raw.shape[1])  # the prefetch's view of the rows
     if m1 - m0 >= SCRATCH_ROWS:
         acc = np.empty((m1 - m0) * GROUP, np.float32)  # (rows, 16) accumulators
         for r in range(r0, r1, GROUP):
-            _chunk_rows(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, acc, r, m0, m1)
+            _chunk_rows(fmt, flat, units, row_bytes, raw, xq, xd, xm, xs, out, acc, r, m0, m1)
     else:
         m4 = m0 + (m1 - m0) // 4 * 4
         for r in range(r0, r1, GROUP):
             for m in range(m0, m4, 4):
-                _four_rows(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, r, m)
+                _four_rows(fmt, flat, units, row_bytes, raw, xq, xd, xm, xs, out, r, m)
             for m in range(m4, m1):
-                _one_row(fmt, flat, units, ub, raw, xq, xd, xm, xs, out, r, m)
+                _one_row(fmt, flat, units, row_bytes, raw, xq, xd, xm, xs, out, r, m)

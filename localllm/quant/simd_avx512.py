@@ -249,44 +249,6 @@ def load16(typingctx, arr, idx):
     return vty(arr, idx), codegen
 
 
-@intrinsic
-def lane16(typingctx, v, j):
-    """Lane j of an F32x16."""
-    if v != f32x16 or not isinstance(j, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.extract_element(args[0], context.cast(builder, args[1], sig.args[1], types.int32))
-
-    return types.float32(v, j), codegen
-
-
-@intrinsic
-def halves_i16(typingctx, a, b):
-    """I16x32 of integer a in the low 16 words and b in the high 16 (a per-row word scale)."""
-    if not (isinstance(a, types.Integer) and isinstance(b, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _halves(builder, _W32, context.cast(builder, args[0], sig.args[0], types.int16),
-                       context.cast(builder, args[1], sig.args[1], types.int16))
-
-    return i16x32(a, b), codegen
-
-
-@intrinsic
-def imul_add(typingctx, acc, v, s):
-    """acc + v * s lane-wise in int32 (exact while it fits), s an integer scalar."""
-    if acc != i32x16 or v != i32x16 or not isinstance(s, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        c = _bcast(builder, _D16, context.cast(builder, args[2], sig.args[2], types.int32))
-        return builder.add(args[0], builder.mul(args[1], c))
-
-    return i32x16(acc, v, s), codegen
-
-
 def _hsum_tree(builder, vecs):
     """Sixteen I32x16 whose halves each hold 8 lanes to sum -> (A, B): lane i of A is the
     sum of vecs[i]'s low half, of B its high half. Integer sums, so the tree's order is
@@ -403,25 +365,3 @@ def rows_scale(typingctx, st, isum, dw, ds, k):
     return st(st, isum, dw, ds, k), codegen
 
 
-@intrinsic
-def rows_pair_sums(typingctx, w0, w1, s0, s1, xk, k0, k1):
-    """Sixteen rows' Q4_K 64 elements: row i's scaled lanes of groups w0 (codes at scratch
-    index k0 + i) and w1 (k1 + i), each lane madd_scaled with no offset, then summed per
-    weight row: (A, B) with lane i = row i's sum for weight row a (b)."""
-    if not (w0 == i8x64 and w1 == i8x64 and s0 == i16x32 and s1 == i16x32 and _bytes(xk)
-            and isinstance(k0, types.Integer) and isinstance(k1, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        w0_v, w1_v, s0_v, s1_v, xk_v, k0_v, k1_v = args
-        k0_v = _intp(context, builder, sig.args[5], k0_v)
-        k1_v = _intp(context, builder, sig.args[6], k1_v)
-        lanes = []
-        for i in range(_NW):
-            x0 = _bcast_row(context, builder, sig.args[4], xk_v, k0_v, i, 32, _B32)
-            x1 = _bcast_row(context, builder, sig.args[4], xk_v, k1_v, i, 32, _B32)
-            t = _madd(builder, _splat(_D16, 0), w0_v, x0, None, s0_v)
-            lanes.append(_madd(builder, t, w1_v, x1, None, s1_v))
-        return context.make_tuple(builder, sig.return_type, _hsum_tree(builder, lanes))
-
-    return types.UniTuple(i32x16, 2)(w0, w1, s0, s1, xk, k0, k1), codegen

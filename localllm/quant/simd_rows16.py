@@ -11,7 +11,8 @@ The weights stay in their GGUF layout (zero copy): a group's block is 16 separat
 16-byte loads of its codes, transposed in registers so that vector j holds dword j of
 every row, and 16 more of its first bytes (scale, Q5_0's fifth bits) transposed the
 same way. Formats: Q4_0 (codes 0..15, offset 8), Q4_1 (codes 0..15 and a min),
-Q5_0 (codes 0..31, offset 16), Q8_0 (signed codes; see Q8_0_OFFSET).
+Q5_0 (codes 0..31, offset 16), Q8_0 (signed codes; see Q8_0_OFFSET), and Q4_K in
+64-element parts (scales and mins per 32 as integer lanes).
 On the avx2 path the same 16-lane vectors are split by LLVM into two 256-bit halves
 and the dot products use vpmaddubsw + vpmaddwd; integers are exact either way, so
 both paths give the same bits.
@@ -142,8 +143,9 @@ def _group_intrinsic(block_bytes, decode, doc, ret=_GROUP32):
 
 
 def _loads(builder, ptrs, at):
-    """The 16 bytes at byte `at` of each row's block, <16 x i8> each."""
-    return [_load(builder, builder.gep(p, [ir.Constant(_i32, at)]), _B16) for p in ptrs]
+    """The 16 bytes at byte `at` (an int, or an IR integer) of each row's block, <16 x i8> each."""
+    at = ir.Constant(_i32, at) if isinstance(at, int) else at
+    return [_load(builder, builder.gep(p, [at]), _B16) for p in ptrs]
 
 
 def _nibble_codes(builder, ptrs, at):
@@ -280,6 +282,96 @@ q8_0_group = _group_intrinsic(34, _q8_0_decode, """Block b of rows r .. r+15 of 
 
 q8_0_dot = _block_dot(255 if _VNNI else 128, "Q8_0's 16 integer dots of a q8_0_group with x[off : off+32].",
                       signed=not _VNNI)
+
+
+# Q4_K: 256-element super-blocks, d f16 | dmin f16 | 12 B of 6-bit scales and mins |
+# 128 B nibbles; bytes 32p .. 32p+31 of the nibbles hold sub-block 2p (low nibbles) and
+# 2p+1 (high). Its unit here is one 64-element part p: an element is
+# d * sc_j * code - dmin * m_j, j its sub-block.
+_GROUP_Q4_K = types.Tuple([i8x64] * 16 + [i32x16] * 4 + [f32x16] * 2)
+
+
+def _k4_scale_mins(builder, head, p):
+    """Sub-blocks 2p, 2p+1's scales and mins (0..63) per lane, as <16 x i32>, from the
+    transposed head dwords (d|dmin, scale bytes 0-3, 4-7, 8-11) and the runtime part p:
+    j < 4 take the low 6 bits of bytes j and j+4; j >= 4 a nibble of byte j+4 and the top
+    two bits of bytes j-4 and j."""
+    _, b0, b1, b2 = head
+    out = []
+    for k in range(2):
+        q = builder.and_(builder.add(builder.mul(p, ir.Constant(p.type, 2)), ir.Constant(p.type, k)), ir.Constant(p.type, 3))
+        sh = _bcast(builder, _D16, builder.trunc(builder.mul(q, ir.Constant(p.type, 8)), _i32))
+        t0, t1, t2 = (builder.lshr(b, sh) for b in (b0, b1, b2))
+        top0 = builder.and_(builder.lshr(t0, _splat(_D16, 2)), _splat(_D16, 0x30))
+        top1 = builder.and_(builder.lshr(t1, _splat(_D16, 2)), _splat(_D16, 0x30))
+        hi_sc = builder.or_(builder.and_(t2, _splat(_D16, 0xF)), top0)
+        hi_m = builder.or_(builder.and_(builder.lshr(t2, _splat(_D16, 4)), _splat(_D16, 0xF)), top1)
+        upper = builder.icmp_signed(">=", p, ir.Constant(p.type, 2))
+        out.append((builder.select(upper, hi_sc, builder.and_(t0, _splat(_D16, 63))),
+                    builder.select(upper, hi_m, builder.and_(t1, _splat(_D16, 63)))))
+    (sc0, m0), (sc1, m1) = out
+    return [sc0, sc1, m0, m1]
+
+
+@intrinsic
+def q4_k_group(typingctx, raw, r, u):
+    """64-element part u (super-block u // 4, part u % 4) of rows r .. r+15 of a Q4_K
+    matrix: 16 code vectors (0-7: sub-block 2p as q4_0_group's lo+hi order gives a
+    32-block, 8-15: sub-block 2p+1), the two sub-blocks' scales and mins (int32), then
+    d and dmin."""
+    if not (isinstance(raw, types.Array) and raw.ndim == 2 and raw.dtype == types.uint8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        r = _intp(context, builder, sig.args[1], args[1])
+        u = _intp(context, builder, sig.args[2], args[2])
+        sb, p = builder.sdiv(u, ir.Constant(u.type, 4)), builder.srem(u, ir.Constant(u.type, 4))
+        ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, builder.mul(sb, ir.Constant(r.type, 144)))
+        head = _transpose16(builder, _loads(builder, ptrs, 0))
+        at = builder.add(builder.mul(p, ir.Constant(p.type, 32)), ir.Constant(p.type, 16))
+        a = _nibble_codes(builder, ptrs, at)  # bytes 0-15 of the part: codes 0-15 of both sub-blocks
+        b = _nibble_codes(builder, ptrs, builder.add(at, ir.Constant(at.type, 16)))  # 16-31
+        codes = a[:4] + b[:4] + a[4:] + b[4:]
+        d = _f16_low(builder, head[0])
+        neg_dmin = builder.fneg(_f16_low(builder, builder.lshr(head[0], _splat(_D16, 16))))
+        vals = codes + _k4_scale_mins(builder, head, p) + [d, neg_dmin]
+        return context.make_tuple(builder, sig.return_type, vals)
+
+    return _GROUP_Q4_K(raw, r, u), codegen
+
+
+@intrinsic
+def q4_k_dot(typingctx, w, x, off):
+    """Per lane sc_2p * dot(sub-block 2p) + sc_2p+1 * dot(sub-block 2p+1) of a q4_k_group
+    with x[off : off+64]: the part's exact integer."""
+    if w != _GROUP_Q4_K or not (isinstance(x, types.Array) and x.ndim == 1 and x.dtype == types.int8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        xp = _addr(context, builder, sig.args[1], args[1], sig.args[2], args[2])
+        codes = [builder.extract_value(args[0], j) for j in range(16)]
+        sc0, sc1 = builder.extract_value(args[0], 16), builder.extract_value(args[0], 17)
+        d0 = _dot_groups(builder, codes[:8], [_x_dword(builder, xp, 4 * j) for j in range(8)], 15, False)
+        d1 = _dot_groups(builder, codes[8:], [_x_dword(builder, xp, 32 + 4 * j) for j in range(8)], 15, False)
+        return builder.add(builder.mul(sc0, d0), builder.mul(sc1, d1))
+
+    return i32x16(w, x, off), codegen
+
+
+@intrinsic
+def q4_k_mins(typingctx, w, s0, s1):
+    """Per lane m_2p * s0 + m_2p+1 * s1 of a q4_k_group: its min term, exact (s0, s1 the
+    activation sub-blocks' code sums)."""
+    if w != _GROUP_Q4_K:
+        return None
+
+    def codegen(context, builder, sig, args):
+        m0, m1 = builder.extract_value(args[0], 18), builder.extract_value(args[0], 19)
+        a = _bcast(builder, _D16, context.cast(builder, args[1], sig.args[1], types.int32))
+        b = _bcast(builder, _D16, context.cast(builder, args[2], sig.args[2], types.int32))
+        return builder.add(builder.mul(m0, a), builder.mul(m1, b))
+
+    return i32x16(w, s0, s1), codegen
 
 
 @intrinsic

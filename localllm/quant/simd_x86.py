@@ -193,20 +193,6 @@ def dot_ss16(typingctx, w, x, sc0, sc1):
 
 
 @intrinsic
-def dot_us_scaled(typingctx, u, s, sc):
-    """Unsigned codes . signed int8, each 4-element lane sum times the integer scale sc -> I32x8."""
-    if u != i8x32 or s != i8x32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        p = _pmadd(builder, args[0], args[1])
-        scales = _bcast(builder, _V16x16, builder.trunc(args[2], _i16))
-        return _call(builder, "llvm.x86.avx2.pmadd.wd", _V32x8, [p, scales])
-
-    return i32x8(u, s, sc), codegen
-
-
-@intrinsic
 def izero(typingctx):
     def codegen(context, builder, sig, args):
         return ir.Constant(_V32x8, [ir.Constant(_i32, 0)] * 8)
@@ -232,24 +218,6 @@ def _half_sums4(builder, a, b, c, d):
         return _call(builder, "llvm.x86.avx2.phadd.d", _V32x8, [x, y])
 
     return hadd(hadd(a, b), hadd(c, d))
-
-
-@intrinsic
-def ihsum4(typingctx, a, b, c, d):
-    """The lane sums of four I32x8 at once (exact): three vphaddd and one 128-bit add,
-    instead of four chains of seven scalar adds."""
-    if not all(t == i32x8 for t in (a, b, c, d)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        r = _half_sums4(builder, *args)
-        lo = builder.shuffle_vector(r, r, ir.Constant(ir.VectorType(_i32, 4), [0, 1, 2, 3]))
-        hi = builder.shuffle_vector(r, r, ir.Constant(ir.VectorType(_i32, 4), [4, 5, 6, 7]))
-        t = builder.add(lo, hi)
-        return context.make_tuple(builder, sig.return_type,
-                                  [builder.extract_element(t, ir.Constant(_i32, i)) for i in range(4)])
-
-    return types.UniTuple(types.int32, 4)(a, b, c, d), codegen
 
 
 # ---- float accumulation --------------------------------------------------------
@@ -367,102 +335,3 @@ def _ints(builder, args):
             for a in args]
 
 
-@intrinsic
-def iset8(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
-    """Eight integers as I32x8 (lane i = a_i)."""
-    if not all(isinstance(t, types.Integer) for t in (a0, a1, a2, a3, a4, a5, a6, a7)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = ir.Constant(_V32x8, ir.Undefined)
-        for i, a in enumerate(_ints(builder, args)):
-            v = builder.insert_element(v, a, ir.Constant(_i32, i))
-        return v
-
-    return i32x8(a0, a1, a2, a3, a4, a5, a6, a7), codegen
-
-
-@intrinsic
-def fpair4(typingctx, a, b, x0, x1, x2, x3):
-    """F32x8 [a*x0, a*x1, a*x2, a*x3, b*x0, .., b*x3]: a weight row's scale times each
-    activation row's, as the one-row step's scalar a * x_j."""
-    if not all(t == types.float32 for t in (a, b, x0, x1, x2, x3)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        sa, sb = _bcast(builder, _F32x8, args[0]), _bcast(builder, _F32x8, args[1])
-        w = builder.shuffle_vector(sa, sb, ir.Constant(ir.VectorType(_i32, 8), [0, 1, 2, 3, 8, 9, 10, 11]))
-        x = ir.Constant(_F32x8, ir.Undefined)
-        for i, xi in enumerate(args[2:] * 2):
-            x = builder.insert_element(x, xi, ir.Constant(_i32, i))
-        return builder.fmul(w, x)
-
-    return f32x8(a, b, x0, x1, x2, x3), codegen
-
-
-@intrinsic
-def load_i32x8(typingctx, arr, idx):
-    """Elements idx .. idx+7 of a 1-D int32 array as I32x8."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.int32):
-        return None
-
-    def codegen(context, builder, sig, args):
-        p = _addr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-        return builder.load(builder.bitcast(p, _V32x8.as_pointer()), align=1, typ=_V32x8)
-
-    return i32x8(arr, idx), codegen
-
-
-@intrinsic
-def imul(typingctx, a, b):
-    """Lane-wise int32 product (vpmulld; exact for the K-quants' mins times code sums)."""
-    if a != i32x8 or b != i32x8:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.mul(args[0], args[1])
-
-    return i32x8(a, b), codegen
-
-
-@intrinsic
-def hsum_rows8(typingctx, a0, a1, a2, a3, b0, b1, b2, b3):
-    """I32x8 of the lane sums [sum a0, .., sum a3, sum b0, .., sum b3] (exact): six vphaddd,
-    two cross-lane shuffles and one add."""
-    if not all(t == i32x8 for t in (a0, a1, a2, a3, b0, b1, b2, b3)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ra, rb = _half_sums4(builder, *args[:4]), _half_sums4(builder, *args[4:])
-        lo = builder.shuffle_vector(ra, rb, ir.Constant(ir.VectorType(_i32, 8), [0, 1, 2, 3, 8, 9, 10, 11]))
-        hi = builder.shuffle_vector(ra, rb, ir.Constant(ir.VectorType(_i32, 8), [4, 5, 6, 7, 12, 13, 14, 15]))
-        return builder.add(lo, hi)
-
-    return i32x8(a0, a1, a2, a3, b0, b1, b2, b3), codegen
-
-
-@intrinsic
-def fma_lanes(typingctx, acc, v, scale):
-    """acc + float(v) * scale, lane-wise and fused: fma32(float32(v_i), scale_i, acc_i) per lane."""
-    if acc != f32x8 or v != i32x8 or scale != f32x8:
-        return None
-
-    def codegen(context, builder, sig, args):
-        fv = builder.sitofp(args[1], _F32x8)
-        return _call(builder, "llvm.fma.v8f32", _F32x8, [fv, args[2], args[0]])
-
-    return f32x8(acc, v, scale), codegen
-
-
-@intrinsic
-def fsub_lanes(typingctx, a, b):
-    """The eight float32 lanes of a - b, as a tuple."""
-    if a != f32x8 or b != f32x8:
-        return None
-
-    def codegen(context, builder, sig, args):
-        d = builder.fsub(args[0], args[1])
-        return context.make_tuple(builder, sig.return_type,
-                                  [builder.extract_element(d, ir.Constant(_i32, i)) for i in range(8)])
-
-    return types.UniTuple(types.float32, 8)(a, b), codegen

@@ -1,16 +1,18 @@
 """The row-lane matmul driver: one vector lane per weight row, 16 rows per group.
 
 out[m, r] = dot(dequant(raw[r]), x[m]) for the formats whose blocks simd_rows16
-decodes. Per output element the arithmetic is, for every 32-element block b in
-order:
+decodes. Per output element the arithmetic is, for every unit b in order (a
+32-element block; for Q4_K a 64-element part of two sub-blocks):
     i   = exact integer dot of the stored codes with the activation codes,
-          less c * (the activation block's code sum)      (c: the format's offset)
+          less c * (the activation block's code sum)      (c: the format's offset;
+          Q4_K: each sub-block's dot times its 6-bit scale, summed)
     acc = fma(d_w[r, b] * d_x[m, b], float(i), acc)
-    acc = fma(m_w[r, b], s_x[m, b], acc)        (Q4_1 only: its min m_w times the
-                                                 activation block's d_x * code sum)
-one float step per block and output, the same whichever loop below computes it
-and whichever path (avx2, avx512) runs it: a row's result never depends on M,
-on the tiling or on the other rows (DEVELOPERS.md, "one arithmetic per row").
+and for the formats with a min, a second fused multiply-add:
+    Q4_1: acc = fma(m_w[r, b], d_x[m, b] * (code sum), acc)
+    Q4_K: acc = fma(-dmin_w * d_x, float(the exact integer sum of mins x code sums), acc)
+the same whichever loop below computes it and whichever path (avx2, avx512) runs
+it: a row's result never depends on M, on the tiling or on the other rows
+(DEVELOPERS.md, "one arithmetic per row").
 
 Loops: work items are (a tile of 16-row groups, a chunk of M_CHUNK activation
 rows). A prompt chunk's rows keep their 16-lane accumulators in a scratch of the
@@ -135,7 +137,7 @@ def lanes_item(fmt, raw, xq, xd, xm, xs, out, n_rtiles, item):
     mc, rt = item // n_rtiles, item % n_rtiles
     r0, r1 = group_range(raw.shape[0], n_rtiles, rt)
     m0, m1 = mc * M_CHUNK, min(M, (mc + 1) * M_CHUNK)
-    group, dot, c, step, per = fmt
+    per = fmt[4]
     units = xq.shape[1] // per  # units (blocks, or Q4_K's 64-element parts) per row
     row_bytes = raw.shape[1]
     flat = raw.reshape(raw.shape[0] * raw.shape[1])  # the prefetch's view of the rows

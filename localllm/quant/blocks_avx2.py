@@ -15,7 +15,7 @@ and its final lane sum happen in this order. The integers are exact, so any
 instruction sequence that yields the same 8 int32 lanes per 32-block (the
 AVX-512 path's vpdpbusd does) gives the same floats.
 
-Q4_0, Q4_1, Q5_0 and Q8_0 are not here: they run the row-lane arithmetic (row_lanes.py).
+Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K are not here: they run the row-lane arithmetic (row_lanes.py).
 The formats here keep an 8-lane accumulator and sum its lanes once (hsum), as
 llama.cpp's AVX2 code does. No fastmath: it
 would let LLVM reorder the sums differently in differently shaped loops.

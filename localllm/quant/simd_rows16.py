@@ -120,23 +120,30 @@ _GROUP32 = types.Tuple([i8x64] * 8 + [f32x16])
 _GROUP32_MIN = types.Tuple([i8x64] * 8 + [f32x16, f32x16])
 
 
-def _group_intrinsic(block_bytes, decode, doc, ret=_GROUP32):
-    """The intrinsic group(raw, r, b) of a 32-block format of block_bytes bytes: block b of
-    rows r .. r+15 of raw (N, row_bytes) uint8 as a `ret` tuple. decode(builder, ptrs) turns
-    the 16 rows' block pointers into the 8 code vectors and the per-row floats."""
+def _group_intrinsic(block_bytes, decode, doc, ret=_GROUP32, parts=1):
+    """The intrinsic group(raw, r, u) of a format of block_bytes bytes per block, each block
+    read in `parts` units: unit u of rows r .. r+15 of raw (N, row_bytes) uint8 as a `ret`
+    tuple. decode(builder, ptrs, part) turns the 16 rows' block pointers and the unit's
+    part of its block (an IR integer; 0 when parts is 1) into the code vectors and the
+    per-row numbers."""
 
     @intrinsic
-    def group(typingctx, raw, r, b):
+    def group(typingctx, raw, r, u):
         if not (isinstance(raw, types.Array) and raw.ndim == 2 and raw.dtype == types.uint8):
             return None
 
         def codegen(context, builder, sig, args):
             r = _intp(context, builder, sig.args[1], args[1])
-            off = builder.mul(_intp(context, builder, sig.args[2], args[2]), ir.Constant(r.type, block_bytes))
+            u = _intp(context, builder, sig.args[2], args[2])
+            block, part = u, ir.Constant(u.type, 0)
+            if parts > 1:
+                block = builder.sdiv(u, ir.Constant(u.type, parts))
+                part = builder.srem(u, ir.Constant(u.type, parts))
+            off = builder.mul(block, ir.Constant(r.type, block_bytes))
             ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, off)
-            return context.make_tuple(builder, sig.return_type, decode(builder, ptrs))
+            return context.make_tuple(builder, sig.return_type, decode(builder, ptrs, part))
 
-        return ret(raw, r, b), codegen
+        return ret(raw, r, u), codegen
 
     group.__doc__ = doc
     return group
@@ -159,7 +166,7 @@ def _nibble_codes(builder, ptrs, at):
     return lo + hi
 
 
-def _q4_0_decode(builder, ptrs):  # d f16 | 16 B nibbles
+def _q4_0_decode(builder, ptrs, part):  # d f16 | 16 B nibbles
     return _nibble_codes(builder, ptrs, 2) + [_f16_low(builder, _head_dwords(builder, ptrs)[0])]
 
 
@@ -233,7 +240,7 @@ def _block_dot(top, doc, signed=False):
 q4_0_dot = _block_dot(15, "Q4_0's (and Q4_1's) 16 integer dots of a q4_0_group with x[off : off+32].")
 
 
-def _q4_1_decode(builder, ptrs):  # d f16 | m f16 | 16 B nibbles
+def _q4_1_decode(builder, ptrs, part):  # d f16 | m f16 | 16 B nibbles
     h0 = _head_dwords(builder, ptrs)[0]
     return _nibble_codes(builder, ptrs, 4) + [_f16_low(builder, h0), _f16_low(builder, builder.lshr(h0, _splat(_D16, 16)))]
 
@@ -243,7 +250,7 @@ q4_1_group = _group_intrinsic(20, _q4_1_decode, """Block b of rows r .. r+15 of 
     offset: an element is d * code + m).""", _GROUP32_MIN)
 
 
-def _q5_0_decode(builder, ptrs):  # d f16 | qh u32 | 16 B nibbles
+def _q5_0_decode(builder, ptrs, part):  # d f16 | qh u32 | 16 B nibbles
     h0, h1 = _head_dwords(builder, ptrs)  # bytes 0-3: d, qh low half; 4-7: qh high half, codes
     qh = builder.or_(builder.lshr(h0, _splat(_D16, 16)), builder.shl(h1, _splat(_D16, 16)))
     lo, hi = [], []
@@ -267,7 +274,7 @@ q5_0_dot = _block_dot(31, "Q5_0's 16 integer dots of a q5_0_group with x[off : o
 Q8_0_OFFSET = 128 if _VNNI else 0
 
 
-def _q8_0_decode(builder, ptrs):  # d f16 | 32 x int8
+def _q8_0_decode(builder, ptrs, part):  # d f16 | 32 x int8
     codes = []
     for at in (2, 18):
         codes += [builder.bitcast(t, _B64) for t in _transpose16(builder, _loads(builder, ptrs, at))]
@@ -297,6 +304,7 @@ def _k4_scale_mins(builder, head, p):
     j < 4 take the low 6 bits of bytes j and j+4; j >= 4 a nibble of byte j+4 and the top
     two bits of bytes j-4 and j."""
     _, b0, b1, b2 = head
+    upper = builder.icmp_signed(">=", p, ir.Constant(p.type, 2))
     out = []
     for k in range(2):
         q = builder.and_(builder.add(builder.mul(p, ir.Constant(p.type, 2)), ir.Constant(p.type, k)), ir.Constant(p.type, 3))
@@ -306,38 +314,27 @@ def _k4_scale_mins(builder, head, p):
         top1 = builder.and_(builder.lshr(t1, _splat(_D16, 2)), _splat(_D16, 0x30))
         hi_sc = builder.or_(builder.and_(t2, _splat(_D16, 0xF)), top0)
         hi_m = builder.or_(builder.and_(builder.lshr(t2, _splat(_D16, 4)), _splat(_D16, 0xF)), top1)
-        upper = builder.icmp_signed(">=", p, ir.Constant(p.type, 2))
         out.append((builder.select(upper, hi_sc, builder.and_(t0, _splat(_D16, 63))),
                     builder.select(upper, hi_m, builder.and_(t1, _splat(_D16, 63)))))
     (sc0, m0), (sc1, m1) = out
     return [sc0, sc1, m0, m1]
 
 
-@intrinsic
-def q4_k_group(typingctx, raw, r, u):
-    """64-element part u (super-block u // 4, part u % 4) of rows r .. r+15 of a Q4_K
-    matrix: 16 code vectors (0-7: sub-block 2p as q4_0_group's lo+hi order gives a
-    32-block, 8-15: sub-block 2p+1), the two sub-blocks' scales and mins (int32), then
-    d and dmin."""
-    if not (isinstance(raw, types.Array) and raw.ndim == 2 and raw.dtype == types.uint8):
-        return None
+def _q4_k_decode(builder, ptrs, p):
+    head = _transpose16(builder, _loads(builder, ptrs, 0))
+    at = builder.add(builder.mul(p, ir.Constant(p.type, 32)), ir.Constant(p.type, 16))
+    a = _nibble_codes(builder, ptrs, at)  # bytes 0-15 of the part: codes 0-15 of both sub-blocks
+    b = _nibble_codes(builder, ptrs, builder.add(at, ir.Constant(at.type, 16)))  # 16-31
+    d = _f16_low(builder, head[0])
+    neg_dmin = builder.fneg(_f16_low(builder, builder.lshr(head[0], _splat(_D16, 16))))
+    return a[:4] + b[:4] + a[4:] + b[4:] + _k4_scale_mins(builder, head, p) + [d, neg_dmin]
 
-    def codegen(context, builder, sig, args):
-        r = _intp(context, builder, sig.args[1], args[1])
-        u = _intp(context, builder, sig.args[2], args[2])
-        sb, p = builder.sdiv(u, ir.Constant(u.type, 4)), builder.srem(u, ir.Constant(u.type, 4))
-        ptrs = _row_ptrs(context, builder, sig.args[0], args[0], r, builder.mul(sb, ir.Constant(r.type, 144)))
-        head = _transpose16(builder, _loads(builder, ptrs, 0))
-        at = builder.add(builder.mul(p, ir.Constant(p.type, 32)), ir.Constant(p.type, 16))
-        a = _nibble_codes(builder, ptrs, at)  # bytes 0-15 of the part: codes 0-15 of both sub-blocks
-        b = _nibble_codes(builder, ptrs, builder.add(at, ir.Constant(at.type, 16)))  # 16-31
-        codes = a[:4] + b[:4] + a[4:] + b[4:]
-        d = _f16_low(builder, head[0])
-        neg_dmin = builder.fneg(_f16_low(builder, builder.lshr(head[0], _splat(_D16, 16))))
-        vals = codes + _k4_scale_mins(builder, head, p) + [d, neg_dmin]
-        return context.make_tuple(builder, sig.return_type, vals)
 
-    return _GROUP_Q4_K(raw, r, u), codegen
+q4_k_group = _group_intrinsic(144, _q4_k_decode, """64-element part u (super-block u // 4,
+    part u % 4) of rows r .. r+15 of a Q4_K matrix: 16 code vectors (0-7: sub-block 2p as
+    q4_0_group's lo+hi order gives a 32-block, 8-15: sub-block 2p+1), the two sub-blocks'
+    scales and mins (int32), then d and -dmin (negated, so that the min's float step is a
+    plain fma).""", _GROUP_Q4_K, parts=4)
 
 
 @intrinsic

@@ -2,7 +2,8 @@
 
 Usage: python cold_start_check.py MODEL TOKENS LOGITS.npy (TOKENS: ids like 5,9,13; with NUMBA_CACHE_DIR set to an empty
 directory). Prints one JSON line: the parallel compile's report (prebuild.last_build)
-and the cached functions that compiled after it, during the forward pass's own compile.
+and the cached functions that compiled after it (none when prebuild compiled the forward
+pass's own signatures).
 """
 
 import json
@@ -19,12 +20,15 @@ after: set[str] = set()
 
 class _AfterBuild(event.Listener):
     def on_start(self, ev):
-        name = prebuild.cached_name(ev.data["dispatcher"])
-        if prebuild.last_build is not None and name is not None:
-            after.add(name)
+        pass
 
     def on_end(self, ev):
-        pass
+        # a compile that added no specialization only learnt that an argument must be literal
+        # (numba retries with it, and loads that specialization from the cache)
+        disp = ev.data["dispatcher"]
+        name = prebuild.cached_name(disp)
+        if prebuild.last_build is not None and name is not None and tuple(ev.data["args"]) in disp.overloads:
+            after.add(name)
 
 
 event.register("numba:compile", _AfterBuild())

@@ -12,7 +12,10 @@ the Python glue between a dozen kernel calls per layer was ~1 ms of it. The
 weights go in as one read-only byte array (the file's memmap) plus a table of
 (offset, type code, rows, row bytes) per matrix. Matrices are dispatched
 through quant.matmul_table with the model's format mask as a literal, so only
-the kernels of the model's own weight types are compiled.
+the kernels of the model's own weight types are compiled. Every kernel is
+called through an address table (kernels.by_address, built by
+prebuild.leaf_table): this module's compile neither compiles the kernels nor
+takes their code in, so it can run beside theirs on a cold start.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from numba.extending import overload
 
 import localllm._numba_setup  # noqa: F401
 from ..kernels import PAR_ROWS
+from ..kernels.by_address import by_address
 from ..kernels.activations import GELU_TABLE, geglu_tanh, swiglu
 from ..kernels.attention import attention_rows, attention_split
 from ..kernels.convert import store_kv
 from ..kernels.norms import rmsnorm_rows, rmsnorm_rows_par
 from ..kernels.rope import rope_qk, rope_qk_par
 from ..quant.matmul_table import call_with_mask, dequant_masked, format_mask, project
-from .prebuild import compile_leaves, compile_lock
+from .prebuild import compile_leaves, compile_lock, leaf_table
 
 # Decode with one query row spreads its keys over threads only with enough of them.
 SPLIT_MIN_KEYS = 256
@@ -62,12 +66,20 @@ def _matrix(blob, wrow):
     return blob[off : off + n * rb].reshape((n, rb))
 
 
+# The leaf kernels, called through the address table fns (kernels.by_address): this
+# module's compile then leaves their code alone. The matmuls go the same way (project).
+_rmsnorm_rows, _rmsnorm_rows_par = by_address(rmsnorm_rows), by_address(rmsnorm_rows_par)
+_rope_qk, _rope_qk_par = by_address(rope_qk), by_address(rope_qk_par)
+_store_kv, _swiglu, _geglu_tanh = by_address(store_kv), by_address(swiglu), by_address(geglu_tanh)
+_attention_rows, _attention_split = by_address(attention_rows), by_address(attention_split)
+
+
 @njit(inline="always", cache=True)
-def _norm(out, x, w, eps):
+def _norm(fns, out, x, w, eps):
     if x.shape[0] >= PAR_ROWS:
-        rmsnorm_rows_par(out, x, w, eps)
+        _rmsnorm_rows_par(fns, out, x, w, eps)
     else:
-        rmsnorm_rows(out, x, w, eps)
+        _rmsnorm_rows(fns, out, x, w, eps)
 
 
 # A bit of the forward's literal mask beside the weight formats: decode rows may split their
@@ -76,32 +88,33 @@ def _norm(out, x, w, eps):
 SPLIT_ATTENTION = 1 << 40
 
 
-def _attend(mask, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
+def _attend(mask, fns, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
     raise NotImplementedError  # only callable from numba-compiled code
 
 
 @overload(_attend)
-def _attend_impl(mask, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
+def _attend_impl(mask, fns, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
     if not isinstance(mask, types.IntegerLiteral):
         return None
     if mask.literal_value & SPLIT_ATTENTION:
-        def impl(mask, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
+        def impl(mask, fns, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
             if n_split > 1 and q3.shape[0] == 1:
-                attention_split(q3, kc, vc, tables[seq[0]], np.int64(positions[0]), window, softcap, n_split, out)
+                _attention_split(fns, q3, kc, vc, tables[seq[0]], np.int64(positions[0]), window, softcap,
+                                 n_split, out)
             else:
-                attention_rows(q3, kc, vc, positions, seq, tables, window, softcap, out)
+                _attention_rows(fns, q3, kc, vc, positions, seq, tables, window, softcap, out)
         return impl
 
-    def impl(mask, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
-        attention_rows(q3, kc, vc, positions, seq, tables, window, softcap, out)
+    def impl(mask, fns, q3, kc, vc, positions, seq, tables, window, softcap, n_split, out):
+        _attention_rows(fns, q3, kc, vc, positions, seq, tables, window, softcap, out)
     return impl
 
 
 # Inlined into forward_batch, its only caller: numba links a callee's IR into its caller
-# and optimizes and emits it again there, so a separate function cost one more pass over
-# every kernel (one cold Gemma 3 compile on 2 cores: 10 s less in LLVM).
+# and optimizes and emits it again there (when the kernels were still linked in, a separate
+# function cost 10 s of one cold Gemma 3 compile on 2 cores).
 @njit(inline="always", cache=True)
-def forward_layers(mask, x, blob, wt, norms, head_norms, biases, kpool, vpool, positions, seq, tables, slots,
+def forward_layers(mask, fns, x, blob, wt, norms, head_norms, biases, kpool, vpool, positions, seq, tables, slots,
                    windows, rope_bases, freq_factors, eps, rope_dim, neox, rope_scale, query_scale, attn_softcap,
                    gelu_table, n_head, n_split, n_threads, acts):
     """Run the hidden states x (T, D) through every layer, in place.
@@ -115,7 +128,8 @@ def forward_layers(mask, x, blob, wt, norms, head_norms, biases, kpool, vpool, p
     tables[seq[t]]; tables (S, max_blocks) int32; slots (T,) int64: where row t's key
     and value are written; windows (L,) int64 sliding windows, 0 = none; rope_bases
     (L,) float64; gelu_table: GELU_TABLE for GeGLU models, empty for SwiGLU; n_split:
-    key chunks per KV head for a single-row batch; acts: _act_scratch for T rows.
+    key chunks per KV head for a single-row batch; acts: _act_scratch for T rows; fns: the
+    leaf kernels' address table (prebuild.leaf_table).
     """
     L = wt.shape[0]
     T, D = x.shape
@@ -135,44 +149,44 @@ def forward_layers(mask, x, blob, wt, norms, head_norms, biases, kpool, vpool, p
     q3, k3, v3 = q.reshape((T, H, dk)), k.reshape((T, G, dk)), v.reshape((T, G, dv))
     for il in range(L):
         # attention block
-        _norm(h, x, norms[il, 0], eps)
+        _norm(fns, h, x, norms[il, 0], eps)
         fresh[:] = 0
-        project(mask, wt[il, WQ, CODE], _matrix(blob, wt[il, WQ]), h, acts, fresh, q, n_threads)
-        project(mask, wt[il, WK, CODE], _matrix(blob, wt[il, WK]), h, acts, fresh, k, n_threads)
-        project(mask, wt[il, WV, CODE], _matrix(blob, wt[il, WV]), h, acts, fresh, v, n_threads)
+        project(mask, fns, wt[il, WQ, CODE], _matrix(blob, wt[il, WQ]), h, acts, fresh, q, n_threads)
+        project(mask, fns, wt[il, WK, CODE], _matrix(blob, wt[il, WK]), h, acts, fresh, k, n_threads)
+        project(mask, fns, wt[il, WV, CODE], _matrix(blob, wt[il, WV]), h, acts, fresh, v, n_threads)
         if biases.shape[0] > 0:
             q += biases[il, 0, : H * dk]
             k += biases[il, 1, : G * dk]
             v += biases[il, 2, : G * dv]
         if gemma:
-            _norm(q.reshape((T * H, dk)), q.reshape((T * H, dk)), head_norms[il, 0], eps)
-            _norm(k.reshape((T * G, dk)), k.reshape((T * G, dk)), head_norms[il, 1], eps)
+            _norm(fns, q.reshape((T * H, dk)), q.reshape((T * H, dk)), head_norms[il, 0], eps)
+            _norm(fns, k.reshape((T * G, dk)), k.reshape((T * G, dk)), head_norms[il, 1], eps)
         if T >= PAR_ROWS:
-            rope_qk_par(q3, k3, positions, rope_bases[il], rope_dim, neox, rope_scale, freq_factors)
+            _rope_qk_par(fns, q3, k3, positions, rope_bases[il], rope_dim, neox, rope_scale, freq_factors)
         else:
-            rope_qk(q3, k3, positions, rope_bases[il], rope_dim, neox, rope_scale, freq_factors)
+            _rope_qk(fns, q3, k3, positions, rope_bases[il], rope_dim, neox, rope_scale, freq_factors)
         q *= query_scale
-        store_kv(kpool[il], vpool[il], k3, v3, slots)
-        _attend(mask, q3, kpool[il], vpool[il], positions, seq, tables, windows[il], attn_softcap, n_split, o)
+        _store_kv(fns, kpool[il], vpool[il], k3, v3, slots)
+        _attend(mask, fns, q3, kpool[il], vpool[il], positions, seq, tables, windows[il], attn_softcap, n_split, o)
         fresh[:] = 0
-        project(mask, wt[il, WO, CODE], _matrix(blob, wt[il, WO]), o.reshape((T, H * dv)), acts, fresh, blk,
+        project(mask, fns, wt[il, WO, CODE], _matrix(blob, wt[il, WO]), o.reshape((T, H * dv)), acts, fresh, blk,
                 n_threads)
         if gemma:
-            _norm(blk, blk, norms[il, 2], eps)
+            _norm(fns, blk, blk, norms[il, 2], eps)
         x += blk
         # feed-forward block
-        _norm(h, x, norms[il, 1], eps)
+        _norm(fns, h, x, norms[il, 1], eps)
         fresh[:] = 0
-        project(mask, wt[il, WGATE, CODE], _matrix(blob, wt[il, WGATE]), h, acts, fresh, gate, n_threads)
-        project(mask, wt[il, WUP, CODE], _matrix(blob, wt[il, WUP]), h, acts, fresh, up, n_threads)
+        project(mask, fns, wt[il, WGATE, CODE], _matrix(blob, wt[il, WGATE]), h, acts, fresh, gate, n_threads)
+        project(mask, fns, wt[il, WUP, CODE], _matrix(blob, wt[il, WUP]), h, acts, fresh, up, n_threads)
         if gelu_table.shape[0] > 0:
-            geglu_tanh(gate, up, gate, gelu_table)
+            _geglu_tanh(fns, gate, up, gate, gelu_table)
         else:
-            swiglu(gate, up, gate)
+            _swiglu(fns, gate, up, gate)
         fresh[:] = 0
-        project(mask, wt[il, WDOWN, CODE], _matrix(blob, wt[il, WDOWN]), gate, acts, fresh, blk, n_threads)
+        project(mask, fns, wt[il, WDOWN, CODE], _matrix(blob, wt[il, WDOWN]), gate, acts, fresh, blk, n_threads)
         if gemma:
-            _norm(blk, blk, norms[il, 3], eps)
+            _norm(fns, blk, blk, norms[il, 3], eps)
         x += blk
 
 
@@ -189,7 +203,7 @@ def _act_scratch(n_rows, k_max):
 @njit(cache=True, nogil=True)  # other threads (the server's I/O) run while a step computes
 def forward_batch(mask, tokens, positions, seq, tables, slots, logit_rows, logits, blob, emb, embed_scale, head,
                   out_norm, wt, norms, head_norms, biases, kpool, vpool, windows, rope_bases, freq_factors, eps,
-                  rope_dim, neox, rope_scale, query_scale, attn_softcap, gelu_table, n_head, n_split, n_threads):
+                  rope_dim, neox, rope_scale, query_scale, attn_softcap, gelu_table, n_head, n_split, n_threads, fns):
     """Embed tokens (T,) int64, run forward_layers, then the final norm and LM head of the
     rows logit_rows (R,) int64 into logits (R, V).
 
@@ -203,11 +217,11 @@ def forward_batch(mask, tokens, positions, seq, tables, slots, logit_rows, logit
     off, rb = emb[OFF], emb[ROW_BYTES]
     for t in range(T):
         tok = tokens[t]
-        dequant_masked(mask, emb[CODE], blob[off + tok * rb : off + (tok + 1) * rb], x[t])
+        dequant_masked(mask, fns, emb[CODE], blob[off + tok * rb : off + (tok + 1) * rb], x[t])
     if embed_scale != 1.0:
         x *= embed_scale
     acts = _act_scratch(T, max(D, n_head * vpool.shape[4], wt[0, WGATE, ROWS]))
-    forward_layers(mask, x, blob, wt, norms, head_norms, biases, kpool, vpool, positions, seq, tables, slots,
+    forward_layers(mask, fns, x, blob, wt, norms, head_norms, biases, kpool, vpool, positions, seq, tables, slots,
                    windows, rope_bases, freq_factors, eps, rope_dim, neox, rope_scale, query_scale, attn_softcap,
                    gelu_table, n_head, n_split, n_threads, acts)
     R = logit_rows.shape[0]
@@ -217,8 +231,8 @@ def forward_batch(mask, tokens, positions, seq, tables, slots, logit_rows, logit
     for r in range(R):
         xr[r] = x[logit_rows[r]]
     h = np.empty((R, D), np.float32)  # (R, D)
-    _norm(h, xr, out_norm, eps)
-    project(mask, head[CODE], _matrix(blob, head), h, acts, np.zeros(3, np.int64), logits, n_threads)
+    _norm(fns, h, xr, out_norm, eps)
+    project(mask, fns, head[CODE], _matrix(blob, head), h, acts, np.zeros(3, np.int64), logits, n_threads)
 
 
 class ForwardPlan:
@@ -227,7 +241,7 @@ class ForwardPlan:
     def __init__(self, model, blob: np.ndarray):
         c, spec = model.cfg, model.spec
         self.cfg = c
-        self._compiled = False  # the first run compiles (or loads) forward_batch
+        self._tables = {}  # KV dtype -> the leaf kernels' address table; the first run per dtype compiles
         wt = np.zeros((c.n_layer, len(MATS), 4), np.int64)  # (L, 7, 4) weight table
         for il, layer in enumerate(model.layers):
             for j, name in enumerate(MATS):
@@ -279,6 +293,19 @@ class ForwardPlan:
         assert 0 <= off and off + w.raw.nbytes <= blob.nbytes, "weight outside the model file"
         return np.array([off, w.fmt.code, w.shape[0], w.raw.shape[1]], np.int64)
 
+    def _call_args(self, tokens, positions, seq, tables, slots, logit_rows, logits, pool, n_split, n_threads, fns):
+        """forward_batch's arguments after the mask."""
+        return (tokens, positions, seq, tables, slots, logit_rows, logits, *self._weights, pool.k, pool.v,
+                *self._model_args, n_split, n_threads, fns)
+
+    def signature(self, pool) -> tuple:
+        """The numba types forward_batch is compiled for with this model and pool (prebuild
+        compiles it beside the leaves)."""
+        i32, i64 = np.zeros(1, np.int32), np.zeros(1, np.int64)
+        args = self._call_args(i64, i32, i32, np.zeros((1, 1), np.int32), i64, i64,
+                               np.zeros((1, self.vocab), np.float32), pool, 1, 1, np.zeros((1, 2), np.int64))
+        return (types.literal(self.mask),) + tuple(numba.typeof(a) for a in args)
+
     def run(self, tokens: np.ndarray, positions: np.ndarray, seq: np.ndarray, tables: np.ndarray,
             slots: np.ndarray, logit_rows: np.ndarray, pool, n_split: int = 1) -> np.ndarray:
         """Logits (R, vocab) float32 of the rows logit_rows of a flattened batch, its keys and
@@ -288,11 +315,12 @@ class ForwardPlan:
         (S, max_blocks) int32: row t's block table; slots (T,) int64; logit_rows (R,) int64.
         """
         logits = np.empty((len(logit_rows), self.vocab), np.float32)  # (R, V)
-        first = not self._compiled
-        with compile_lock() if first else contextlib.nullcontext():
-            if first:  # a cold start compiles the leaf kernels on every core first
+        fns = self._tables.get(pool.k.dtype)
+        with compile_lock() if fns is None else contextlib.nullcontext():
+            if fns is None:  # a cold start compiles the kernels on every core first
                 compile_leaves(self, pool)
-            call_with_mask(forward_batch, self.mask, tokens, positions, seq, tables, slots, logit_rows, logits,
-                           *self._weights, pool.k, pool.v, *self._model_args, n_split, numba.get_num_threads())
-        self._compiled = True
+                fns = self._tables[pool.k.dtype] = leaf_table(self, pool)
+            call_with_mask(forward_batch, self.mask, *self._call_args(tokens, positions, seq, tables, slots,
+                                                                       logit_rows, logits, pool, n_split,
+                                                                       numba.get_num_threads(), fns))
         return logits

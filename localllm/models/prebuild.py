@@ -3,10 +3,11 @@
 numba compiles on one core. From an empty kernel cache the forward pass spent
 87 s compiling Gemma 3's kernels on 2 cores, most of it in leaves that do not
 depend on each other: each weight format's matmul, attention, the small row
-kernels. Before the forward pass is first compiled, those leaves are split into
-groups and compiled at once, one group per process (this one included), into
-numba's shared on-disk cache. The forward pass's own compile then loads them
-from there instead of compiling them one after another.
+kernels. The forward pass calls them through an address table
+(kernels.by_address, built by `leaf_table`), so its own compile needs none of
+them either. Before the first forward pass, the leaves and the forward pass are
+split into groups and compiled at once, one group per process (this one
+included), into numba's shared on-disk cache; this process then loads them.
 
 numba's cache index is not safe when two processes add *different*
 specializations of one function at the same time (each may write the other's
@@ -41,16 +42,17 @@ from numba import types
 from numba.core import event
 
 from ..kernels import activations, attention, convert, fmath, norms, rope
+from ..kernels.by_address import address_table
 from ..quant import matmul_table, q8act
 from ..quant.dequant import ROW_KERNELS
 from ..quant.dispatch import FLOAT_CODES, KERNELS
 from ..quant.matmul_table import TABLE_CODES
 
-# Rough compile seconds on a 2-core machine, to balance the groups (measured with
-# numba's compile events; only their order matters).
-_MATMUL_SECONDS = {GGMLQuantizationType.Q4_K: 14.0, GGMLQuantizationType.Q6_K: 12.0,
-                   GGMLQuantizationType.Q5_K: 10.0}  # the 32-wide formats: about 5
-_ATTENTION_SECONDS, _SPLIT_SECONDS, _ROW_KERNELS_SECONDS = 10.0, 14.0, 10.0
+# Rough compile seconds on a 2-core machine, to balance the groups (measured one by one
+# on a 2-core AMD EPYC, avx2 path; only their order matters).
+_MATMUL_SECONDS = {GGMLQuantizationType.Q4_K: 8.0, GGMLQuantizationType.Q6_K: 11.0,
+                   GGMLQuantizationType.Q5_K: 9.0}  # the 32-wide formats: about 5
+_ATTENTION_SECONDS, _SPLIT_SECONDS, _ROW_KERNELS_SECONDS, _FORWARD_SECONDS = 12.5, 12.0, 14.0, 7.0
 
 # Callees that more than one group reaches: compiled before the groups start.
 _SHARED = ((fmath.expf_ggml_call, (types.float32,)),)
@@ -80,8 +82,8 @@ def _array(dtype, ndim: int, readonly: bool = False) -> types.Array:
 
 def leaf_groups(plan, pool) -> list[LeafGroup]:
     """The forward pass's leaf kernels for this model (its formats, KV dtype, attention
-    split) with the argument types forward_pass calls them with (test_cold_start checks
-    that they are those: a wrong type compiles a specialization nobody calls)."""
+    split) with the argument types forward_pass calls them with: the address table is
+    built from these, and a call whose types differ finds no entry and raises."""
     from .forward_pass import CODE, SPLIT_ATTENTION  # forward_pass imports this module
 
     f32_1, f32_2, f32_3 = _array(np.float32, 1), _array(np.float32, 2), _array(np.float32, 3)
@@ -126,6 +128,20 @@ def leaf_groups(plan, pool) -> list[LeafGroup]:
     ] + [(k, (raw2, types.int64, f32_2, f32_2, types.int64)) for k in sorted(float_kernels, key=_address)]
     groups.append(LeafGroup("row kernels", _ROW_KERNELS_SECONDS, rows))
     return groups
+
+
+def leaf_table(plan, pool) -> np.ndarray:
+    """The address table the forward pass calls its leaf kernels through, compiling (or
+    loading from the cache) each of them."""
+    return address_table(w for g in leaf_groups(plan, pool) for w in g.work)
+
+
+def compile_groups(plan, pool) -> list[LeafGroup]:
+    """The leaves' groups and the forward pass's own compile: what a cold start compiles."""
+    from .forward_pass import forward_batch  # forward_pass imports this module
+
+    forward = LeafGroup("forward pass", _FORWARD_SECONDS, [(forward_batch, plan.signature(pool))])
+    return leaf_groups(plan, pool) + [forward]
 
 
 def is_cached(dispatcher, sig) -> bool:
@@ -201,16 +217,16 @@ def compile_lock():
 
 
 def compile_leaves(plan, pool) -> None:
-    """Compile the forward pass's leaf kernels in parallel if the cache lacks any of them."""
+    """Compile the forward pass and its leaf kernels in parallel if the cache lacks any of them."""
     global last_build
     setting = os.environ.get("LOCALLLM_PARALLEL_COMPILE", "")
     processes = int(setting) if setting.isdigit() else _cores()
     if processes < 2:
         return
-    groups = [g for g in leaf_groups(plan, pool) if not all(is_cached(d, s) for d, s in g.work)]
+    groups = [g for g in compile_groups(plan, pool) if not all(is_cached(d, s) for d, s in g.work)]
     n = min(processes, len(groups))
     if n < 2:
-        return  # at most one group to compile: the forward pass compiles it itself
+        return  # at most one group to compile: this process compiles it on first use
     t0 = time.perf_counter()
     _compile_all(_SHARED)
     bins = _bins(groups, n)
@@ -220,7 +236,7 @@ def compile_leaves(plan, pool) -> None:
             helpers.append(_start_helper([(_address(d), s) for g in b for d, s in g.work]))
         mine = _compile_all([w for g in bins[0] for w in g.work])
         theirs = [_finish_helper(p, report) for p, report in helpers]
-    except OSError:  # no interpreter to start (an embedded Python): the forward pass compiles the rest
+    except OSError:  # no interpreter to start (an embedded Python): this process compiles the rest
         mine, theirs = [], []
     finally:
         for p, _ in helpers:

@@ -1,7 +1,8 @@
 """The weight-format table of the compiled forward: which kernel a matrix type runs.
 
-`project(mask, code, raw, x, acts, fresh, out, n_threads)` is callable from
-numba code only. `mask` must be a compile-time literal (the caller passes it
+`project(mask, fns, code, raw, x, acts, fresh, out, n_threads)` is callable from
+numba code only. It reaches the kernels through the address table fns
+(kernels.by_address), so its caller's compile does not link their code. `mask` must be a compile-time literal (the caller passes it
 through `numba.literally`): it names the weight types a model has, as bits over
 `TABLE_CODES`, and the dispatch compiled for it has a branch for those types and
 no other. So a Q4_1 model compiles the Q4_1 and Q8_0 kernels, not all seven:
@@ -21,6 +22,7 @@ from numba import types
 from numba.extending import overload
 
 from localllm.kernels import PAR_ROWS
+from localllm.kernels.by_address import by_address
 from localllm.quant.dequant import ROW_KERNELS
 from localllm.quant.dispatch import FLOAT_CODES, KERNELS
 from localllm.quant.formats import FORMATS
@@ -73,21 +75,22 @@ def _branch(code: int, i: int) -> list[str]:
             f"        xq, xd, xm, xs = _acts(acts, {kind}, M, K)",
             f"        if fresh[{kind}] == 0:",  # Q/K/V (gate/up) share one quantization
             f"            if M >= {PAR_ROWS}:",
-            f"                quantize_par(x, {kind}, xq, xd, xm, xs)",
+            f"                quantize_par(fns, x, {kind}, xq, xd, xm, xs)",
             "            else:",
-            f"                quantize(x, {kind}, xq, xd, xm, xs)",
+            f"                quantize(fns, x, {kind}, xq, xd, xm, xs)",
             f"            fresh[{kind}] = 1",
-            f"        k{i}(raw, xq, xd, xm, xs, out, row_tiles(N, M, n_threads))",
+            f"        k{i}(fns, raw, xq, xd, xm, xs, out, row_tiles(N, M, n_threads))",
             "        return",
         ]
     kernel = "mm_float" if code in FLOAT_CODES else "mm_generic"
-    return [f"    if code == {code}:", f"        {kernel}(raw, code, x, out, max(1, min(N, 4 * n_threads)))",
+    return [f"    if code == {code}:", f"        {kernel}(fns, raw, code, x, out, max(1, min(N, 4 * n_threads)))",
             "        return"]
 
 
-def project(mask, code, raw, x, acts, fresh, out, n_threads):
+def project(mask, fns, code, raw, x, acts, fresh, out, n_threads):
     """out (M, N) = x (M, K) @ W.T for the matrix raw (N, row_bytes) of type `code`.
 
+    fns: the address table (kernels.by_address) holding the kernels of the mask's formats.
     acts: (codes (3, M*K) int8, scales, scale * sums (3, M*K/32) f32, sums int32),
     scratch per activation format; fresh (3,) int64: set to 1 once format k holds x's
     codes, cleared by the caller whenever x changes.
@@ -96,38 +99,41 @@ def project(mask, code, raw, x, acts, fresh, out, n_threads):
 
 
 @overload(project)
-def _project_impl(mask, code, raw, x, acts, fresh, out, n_threads):
+def _project_impl(mask, fns, code, raw, x, acts, fresh, out, n_threads):
     if not isinstance(mask, types.IntegerLiteral):
         return None  # numba retries with the literal value
     m = mask.literal_value
-    ns = {"row_tiles": row_tiles, "mm_float": mm_float, "mm_generic": mm_generic, "_acts": _acts,
-          "quantize": quantize_activations, "quantize_par": quantize_activations_par}
-    lines = ["def impl(mask, code, raw, x, acts, fresh, out, n_threads):",
+    ns = {"row_tiles": row_tiles, "mm_float": by_address(mm_float), "mm_generic": by_address(mm_generic),
+          "_acts": _acts, "quantize": by_address(quantize_activations, literal=(1,)),
+          "quantize_par": by_address(quantize_activations_par, literal=(1,))}
+    lines = ["def impl(mask, fns, code, raw, x, acts, fresh, out, n_threads):",
              "    N, M, K = raw.shape[0], x.shape[0], x.shape[1]"]
     for i, c in enumerate(TABLE_CODES):
         if m >> i & 1:
-            ns[f"k{i}"] = KERNELS.get(c)
+            if c in KERNELS:
+                ns[f"k{i}"] = by_address(KERNELS[c])
             lines += _branch(c, i)
     lines.append("    raise ValueError('weight type outside the model format mask')")
     exec("\n".join(lines), ns)  # noqa: S102  (source built above from the format table only)
     return ns["impl"]
 
 
-def dequant_masked(mask, code, src, dst):
-    """dequant.dequant_row for the types in the literal mask only (the embedding's row)."""
+def dequant_masked(mask, fns, code, src, dst):
+    """dequant.dequant_row for the types in the literal mask only (the embedding's row), its
+    kernels reached through the address table fns."""
     raise NotImplementedError  # only callable from numba-compiled code
 
 
 @overload(dequant_masked)
-def _dequant_masked_impl(mask, code, src, dst):
+def _dequant_masked_impl(mask, fns, code, src, dst):
     if not isinstance(mask, types.IntegerLiteral):
         return None
     m = mask.literal_value
-    ns, lines = {}, ["def impl(mask, code, src, dst):"]
+    ns, lines = {}, ["def impl(mask, fns, code, src, dst):"]
     for i, c in enumerate(TABLE_CODES):
         if m >> i & 1:
-            ns[f"r{i}"] = ROW_KERNELS[c]
-            lines += [f"    if code == {c}:", f"        r{i}(src, dst)", "        return"]
+            ns[f"r{i}"] = by_address(ROW_KERNELS[c])
+            lines += [f"    if code == {c}:", f"        r{i}(fns, src, dst)", "        return"]
     lines.append("    raise ValueError('weight type outside the model format mask')")
     exec("\n".join(lines), ns)  # noqa: S102  (source built above from the format table only)
     return ns["impl"]

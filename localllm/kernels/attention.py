@@ -384,7 +384,8 @@ def _row_item(q, kc, vc, positions, seq, tables, window, softcap, out, sh, t, g)
     j0, j1 = _key_range(positions[t], window)
     n = j1 - j0
     s = np.empty((hpg, n), np.float32)  # (heads in group, keys) this row's scores
-    _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, 0)
+    zero = np.int64(0)  # not a literal 0: _scores and _weighted_values compile once for both callers
+    _scores(q, t, g, kc, table, sh, j0, j1, softcap, s, zero)
     for hh in range(hpg):
         m = s[hh, 0]
         for j in range(1, n):
@@ -396,7 +397,7 @@ def _row_item(q, kc, vc, positions, seq, tables, window, softcap, out, sh, t, g)
         for j in range(n):
             s[hh, j] = round_like(s[hh, j] * inv, vc[0, 0, 0, 0])
     lanes = np.zeros((hpg, 8, dv), np.float32)  # (heads, lanes, dv)
-    _weighted_values(s, vc, table, sh, g, 0, hpg, j0, j1, 0, lanes, 0, dv)
+    _weighted_values(s, vc, table, sh, g, zero, hpg, j0, j1, zero, lanes, zero, dv)
     for hh in range(hpg):
         _reduce_lanes(lanes[hh], out[t, g * hpg + hh], 0, dv)
 
@@ -429,7 +430,7 @@ def _split_scores(q, kc, table, sh, softcap, s, lo, hi, base, per, n_split, item
     g, c = item // n_split, item % n_split
     j0, j1 = _chunk_keys(lo, hi, base, per, c)
     if j0 < j1:
-        _scores(q, 0, g, kc, table, sh, j0, j1, softcap, s[g], j0 - lo)
+        _scores(q, np.int64(0), g, kc, table, sh, j0, j1, softcap, s[g], j0 - lo)  # as _row_item's types
 
 
 @njit(cache=True)
@@ -456,7 +457,7 @@ def _split_values(s, vc, table, sh, lo, hi, n_cc, out, item):
     g, hh, cc = item // (hpg * n_cc), (item // n_cc) % hpg, item % n_cc
     i0, i1 = (cc * SPLIT_COLS, min(dv, (cc + 1) * SPLIT_COLS)) if n_cc > 1 else (0, dv)
     lanes = np.zeros((1, 8, dv), np.float32)  # (1, lanes, dv), columns i0..i1-1 used
-    _weighted_values(s[g], vc, table, sh, g, hh, hh + 1, lo, hi, 0, lanes, i0, i1)
+    _weighted_values(s[g], vc, table, sh, g, hh, hh + 1, lo, hi, np.int64(0), lanes, i0, i1)
     _reduce_lanes(lanes[0], out[0, g * hpg + hh], i0, i1)
 
 

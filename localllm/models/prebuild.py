@@ -52,7 +52,7 @@ from ..quant.matmul_table import TABLE_CODES
 # on a 2-core AMD EPYC, avx2 path; only their order matters).
 _MATMUL_SECONDS = {GGMLQuantizationType.Q4_K: 8.0, GGMLQuantizationType.Q6_K: 11.0,
                    GGMLQuantizationType.Q5_K: 9.0}  # the 32-wide formats: about 5
-_ATTENTION_SECONDS, _SPLIT_SECONDS, _ROW_KERNELS_SECONDS, _FORWARD_SECONDS = 12.5, 12.0, 14.0, 7.0
+_ATTENTION_SECONDS, _SPLIT_SECONDS, _ROW_KERNELS_SECONDS, _FORWARD_SECONDS = 12.5, 12.0, 14.0, 1.0
 
 # Callees that more than one group reaches: compiled before the groups start.
 _SHARED = ((fmath.expf_ggml_call, (types.float32,)),)

@@ -2,7 +2,8 @@
 
 `project(mask, fns, code, raw, x, acts, fresh, out, n_threads)` is callable from
 numba code only. It reaches the kernels through the address table fns
-(kernels.by_address), so its caller's compile does not link their code. `mask` must be a compile-time literal (the caller passes it
+(kernels.by_address), so its caller's compile does not link their code. `mask`
+must be a compile-time literal (the caller passes it
 through `numba.literally`): it names the weight types a model has, as bits over
 `TABLE_CODES`, and the dispatch compiled for it has a branch for those types and
 no other. So a Q4_1 model compiles the Q4_1 and Q8_0 kernels, not all seven:
